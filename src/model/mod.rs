@@ -1,0 +1,7 @@
+//! SD1.5 models on candle: CLIP text encoder, UNet, VAE, and the layers that can carry adapters.
+//!
+//! Model code takes a `candle_nn::VarBuilder` whose names are the diffusers names (the `weights` module maps the
+//! original LDM layout onto them), and a config inferred from the tensor shapes.
+
+pub mod config;
+pub mod layers;

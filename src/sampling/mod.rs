@@ -1,0 +1,1 @@
+//! sampling stage (see ARCHITECTURE.md).

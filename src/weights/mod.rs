@@ -1,0 +1,1 @@
+//! weights stage (see ARCHITECTURE.md).
