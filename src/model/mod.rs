@@ -5,3 +5,4 @@
 
 pub mod config;
 pub mod layers;
+pub mod random_weights;
