@@ -97,7 +97,8 @@ def make_schedules():
         "ddim_timesteps": {str(n): a1111_ddim_timesteps(n).tolist() for n in [1, 3, 7, 10, 20, 30, 50, 999, 1000]},
         "linspace_f32": {f"{a}_{b}_{n}": f32(torch.linspace(a, b, n)) for a, b in [(999, 0), (0, 1), (2.5, -1.25)]
                          for n in [1, 2, 7, 20, 33, 100]},
-        "linspace_f64": {f"{a}_{b}_{n}": torch.linspace(a, b, n, dtype=torch.float64).tolist()
+        # f64 values as repr strings: serde_json's default float parsing is not correctly rounded
+        "linspace_f64": {f"{a}_{b}_{n}": [repr(v) for v in torch.linspace(a, b, n, dtype=torch.float64).tolist()]
                          for a, b in [(0.00085 ** 0.5, 0.012 ** 0.5), (0, 1)] for n in [2, 20, 1000]},
     }
     with open(os.path.join(OUT, "schedules.json"), "w") as f:
