@@ -11,6 +11,8 @@ Writes:
 - torch-cpu-randn.json: copy of /work/shared/fixtures/torch-cpu-randn.json (vectors from another torch build).
 - schedules.json: SD1.5 alphas_cumprod / sigmas, k-diffusion get_sigmas, get_sigmas_karras / exponential /
   polyexponential, sigma_to_t, t_to_sigma, A1111 DDIM timesteps, torch.linspace.
+- infotext.json: A1111 1.10 infotexts built by create_infotext's formatting (modules/processing.py, quote() from
+  modules/infotext_utils.py, both reproduced below) and the key/value pairs parse_generation_parameters' regex finds.
 - samplers.json: k-diffusion sample_euler / sample_euler_ancestral / sample_dpmpp_2m and A1111 1.10's DDIM
   (re-implemented below from modules/sd_samplers_timesteps_impl.py) run on a toy analytic model, with A1111's
   per-image CPU generators (ImageRNG, RNG source CPU) for the initial noise and ancestral noise.
@@ -18,6 +20,7 @@ Writes:
 import json
 import math
 import os
+import re
 import shutil
 
 import k_diffusion as K
@@ -230,10 +233,90 @@ def make_samplers():
         json.dump({"toy_denoise": toy_denoise.__doc__, "toy_eps": toy_eps.__doc__, "cases": cases}, f)
 
 
+# ---------------------------------------------------------------- infotext
+def a1111_quote(text):
+    # modules/infotext_utils.py quote
+    if ',' not in str(text) and '\n' not in str(text) and ':' not in str(text):
+        return text
+    return json.dumps(text, ensure_ascii=False)
+
+
+def a1111_unquote(text):
+    if len(text) == 0 or text[0] != '"' or text[-1] != '"':
+        return text
+    try:
+        return json.loads(text)
+    except Exception:
+        return text
+
+
+RE_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+
+
+def a1111_create_infotext(c):
+    """modules/processing.py create_infotext (1.10) for the fields this engine writes."""
+    cfg = int(c["cfg"]) if float(c["cfg"]).is_integer() else c["cfg"]  # gradio sends integral floats as ints
+    remove_symbols = str.maketrans('', '', ":,")
+    extra_generation_params = {}
+    if c["lora_hashes"]:
+        extra_generation_params["Lora hashes"] = ', '.join(f'{k.translate(remove_symbols)}: {v}' for k, v in c["lora_hashes"])
+    extra_generation_params.update({k: v for k, v in c["extra"]})
+    generation_params = {
+        "Steps": c["steps"],
+        "Sampler": c["sampler"],
+        "Schedule type": c["schedule_type"],
+        "CFG scale": cfg,
+        "Seed": c["seed"],
+        "Size": f"{c['width']}x{c['height']}",
+        "Model hash": c["model_hash"],
+        "Model": c["model_name"],
+        "Clip skip": None if c["clip_skip"] <= 1 else c["clip_skip"],
+        "RNG": c["rng"],
+        **extra_generation_params,
+        "Version": c["version"],
+    }
+    generation_params_text = ", ".join([k if k == v else f'{k}: {a1111_quote(v)}' for k, v in generation_params.items() if v is not None])
+    negative_prompt_text = f"\nNegative prompt: {c['negative']}" if c["negative"] else ""
+    return f"{c['prompt']}{negative_prompt_text}\n{generation_params_text}".strip()
+
+
+INFOTEXT_CASES = [
+    dict(prompt="a photo of sks woman, smiling, portrait", negative="blurry, lowres", steps=20, sampler="DPM++ 2M",
+         schedule_type="Karras", cfg=7.0, seed=1, width=512, height=512, model_hash="6ce0161689",
+         model_name="v1-5-pruned-emaonly", clip_skip=1, rng="CPU", lora_hashes=[], extra=[], version="v1.10.1"),
+    dict(prompt="<lora:tinyface-000003:0.6> sks woman", negative="", steps=8, sampler="Euler a",
+         schedule_type="Automatic", cfg=7.5, seed=4294967295, width=768, height=512, model_hash="abcdef1234",
+         model_name="tiny", clip_skip=2, rng="CPU", lora_hashes=[["tinyface-000003", "0123456789ab"],
+                                                             ["other:name, v2", "ba9876543210"]],
+         extra=[["Hires upscale", "2"], ["Note", 'has "quotes", a\nnewline and \\ backslash'],
+                ["Tiling", "Tiling"]], version="v1.10.1"),
+    dict(prompt="multi\nline prompt: with colon", negative="neg line 1\nneg line 2", steps=1, sampler="DDIM",
+         schedule_type="Automatic", cfg=1.0, seed=0, width=64, height=64, model_hash=None, model_name=None,
+         clip_skip=1, rng=None, lora_hashes=[], extra=[["Eta DDIM", "0.5"]], version=None),
+    dict(prompt="ünïcödé 女性, 😀", negative="ügly", steps=30, sampler="Euler", schedule_type="Exponential",
+         cfg=12.25, seed=123456789, width=512, height=768, model_hash="0123456789", model_name="my model, v2",
+         clip_skip=12, rng="CPU", lora_hashes=[["face", "aaaaaaaaaaaa"]], extra=[], version="v1.10.1"),
+]
+
+
+def make_infotexts():
+    cases = []
+    for c in INFOTEXT_CASES:
+        text = a1111_create_infotext(c)
+        *lines, lastline = text.strip().split("\n")
+        if len(RE_PARAM.findall(lastline)) < 3:
+            lastline = ""
+        pairs = [[k, a1111_unquote(v) if v[:1] == '"' and v[-1:] == '"' else v] for k, v in RE_PARAM.findall(lastline)]
+        cases.append({"params": c, "infotext": text, "parsed_pairs": pairs})
+    with open(os.path.join(OUT, "infotext.json"), "w", encoding="utf8") as f:
+        json.dump(cases, f, ensure_ascii=False, indent=1)
+
+
 if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
     torch.manual_seed(0)
     make_randn()
     make_schedules()
     make_samplers()
+    make_infotexts()
     print("wrote", sorted(os.listdir(OUT)))

@@ -5,7 +5,10 @@ use loraeval::sampling::rng::{ImageRng, TorchCpuRng};
 use serde_json::Value;
 
 fn fixture(name: &str) -> String {
-    format!("{}/tests/fixtures/sampling/{name}", env!("CARGO_MANIFEST_DIR"))
+    format!(
+        "{}/tests/fixtures/sampling/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
 }
 
 fn read_json(name: &str) -> Value {
@@ -53,7 +56,10 @@ fn randn_call_sequences_are_bit_exact_with_torch_2_12() {
         for &n in &calls {
             let got = generator.randn(n);
             let mismatch = first_bit_mismatch(&got, &want[offset..offset + n]);
-            assert_eq!(mismatch, None, "seed {seed}, call randn({n}) at offset {offset}");
+            assert_eq!(
+                mismatch, None,
+                "seed {seed}, call randn({n}) at offset {offset}"
+            );
             offset += n;
         }
         assert_eq!(offset, want.len());
@@ -92,18 +98,28 @@ fn shared_vectors_from_another_torch_build_match() {
         let second = generator.randn(4 * 8 * 16);
         let then_7 = generator.randn(7);
         let first20 = floats(&v["first_randn_1x4x8x16_first20"]);
-        assert_eq!(first_bit_mismatch(&first[..20], &first20), None, "seed {seed}");
+        assert_eq!(
+            first_bit_mismatch(&first[..20], &first20),
+            None,
+            "seed {seed}"
+        );
         let last5 = floats(&v["first_randn_last5"]);
         assert_eq!(first_bit_mismatch(&first[first.len() - 5..], &last5), None);
         let second10 = floats(&v["second_randn_1x4x8x16_first10"]);
         assert_eq!(first_bit_mismatch(&second[..10], &second10), None);
-        assert_eq!(first_bit_mismatch(&then_7, &floats(&v["then_randn_7"])), None);
+        assert_eq!(
+            first_bit_mismatch(&then_7, &floats(&v["then_randn_7"])),
+            None
+        );
         checked += 1;
     }
     assert_eq!(checked, 4);
     let full = &vectors["3_full_1x4x64x64"];
     let values = TorchCpuRng::new(3).randn(4 * 64 * 64);
-    assert_eq!(first_bit_mismatch(&values[..10], &floats(&full["first10"])), None);
+    assert_eq!(
+        first_bit_mismatch(&values[..10], &floats(&full["first10"])),
+        None
+    );
     assert_eq!(
         first_bit_mismatch(&values[values.len() - 10..], &floats(&full["last10"])),
         None
@@ -123,7 +139,13 @@ fn image_rng_gives_each_image_its_own_generator() {
     let second = batch.next_noise_vec();
     for (i, seed) in seeds.iter().enumerate() {
         let mut alone = TorchCpuRng::new(*seed);
-        let image_first: Vec<f32> = first.get(i).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let image_first: Vec<f32> = first
+            .get(i)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         assert_eq!(image_first, alone.randn(24));
         assert_eq!(second[i * 24..(i + 1) * 24], alone.randn(24)[..]);
     }

@@ -23,7 +23,9 @@ impl Denoiser for ToyModel {
         let s = sigma as f32;
         let c_in = 1.0 / (s * s + 1.0).sqrt();
         let bias = 0.05f32 * s.sin();
-        Ok(x.affine(c_in as f64, 0.0)?.tanh()?.affine(0.9, bias as f64)?)
+        Ok(x.affine(c_in as f64, 0.0)?
+            .tanh()?
+            .affine(0.9, bias as f64)?)
     }
 }
 
@@ -89,9 +91,20 @@ fn samplers_match_k_diffusion_and_a1111_ddim_on_toy_model() {
         let mut model = ToyModel::default();
         let mut progress_calls = Vec::new();
         let mut progress = |done: usize, total: usize| progress_calls.push((done, total));
-        let out = sample(&mut model, &schedule, &settings, &mut rng, &Device::Cpu, &mut progress)
-            .unwrap();
-        assert_eq!(out.dims(), &[seeds.len(), shape[0], shape[1], shape[2]], "{name}");
+        let out = sample(
+            &mut model,
+            &schedule,
+            &settings,
+            &mut rng,
+            &Device::Cpu,
+            &mut progress,
+        )
+        .unwrap();
+        assert_eq!(
+            out.dims(),
+            &[seeds.len(), shape[0], shape[1], shape[2]],
+            "{name}"
+        );
         let got: Vec<f32> = out.flatten_all().unwrap().to_vec1().unwrap();
         let error = relative_error(&got, &floats(&case["output"]));
         eprintln!("{name}: relative error {error:.2e}");
@@ -100,10 +113,16 @@ fn samplers_match_k_diffusion_and_a1111_ddim_on_toy_model() {
         let want_calls = floats(&case["model_calls"]);
         assert_eq!(model.calls.len(), want_calls.len(), "{name}: model calls");
         for (got, want) in model.calls.iter().zip(&want_calls) {
-            assert!((got - want).abs() <= 2e-6 * want.abs(), "{name}: call {got} vs {want}");
+            assert!(
+                (got - want).abs() <= 2e-6 * want.abs(),
+                "{name}: call {got} vs {want}"
+            );
         }
         let total = want_calls.len();
-        assert_eq!(progress_calls, (1..=total).map(|i| (i, total)).collect::<Vec<_>>());
+        assert_eq!(
+            progress_calls,
+            (1..=total).map(|i| (i, total)).collect::<Vec<_>>()
+        );
     }
 }
 
@@ -127,7 +146,13 @@ fn sampler_names_accept_ours_and_a1111_display_names() {
         assert_eq!(SamplerName::parse(text).unwrap(), want, "{text}");
     }
     let error = SamplerName::parse("heun").unwrap_err().to_string();
-    for valid in ["euler", "Euler a", "dpmpp_2m_karras", "DPM++ 2M Karras", "DDIM"] {
+    for valid in [
+        "euler",
+        "Euler a",
+        "dpmpp_2m_karras",
+        "DPM++ 2M Karras",
+        "DDIM",
+    ] {
         assert!(error.contains(valid), "{error}");
     }
     assert!(error.contains("\"heun\""), "{error}");
@@ -137,13 +162,25 @@ fn sampler_names_accept_ours_and_a1111_display_names() {
 fn automatic_schedule_and_infotext_labels_follow_a1111_1_10() {
     use ScheduleType::*;
     assert_eq!(SamplerName::Dpmpp2m.resolve_schedule(Automatic), Karras);
-    assert_eq!(SamplerName::Dpmpp2mKarras.resolve_schedule(Exponential), Karras);
+    assert_eq!(
+        SamplerName::Dpmpp2mKarras.resolve_schedule(Exponential),
+        Karras
+    );
     assert_eq!(SamplerName::EulerA.resolve_schedule(Automatic), Uniform);
-    assert_eq!(SamplerName::Euler.resolve_schedule(Exponential), Exponential);
+    assert_eq!(
+        SamplerName::Euler.resolve_schedule(Exponential),
+        Exponential
+    );
     assert_eq!(SamplerName::Dpmpp2m.infotext_schedule(Automatic), "Karras");
-    assert_eq!(SamplerName::EulerA.infotext_schedule(Automatic), "Automatic");
+    assert_eq!(
+        SamplerName::EulerA.infotext_schedule(Automatic),
+        "Automatic"
+    );
     assert_eq!(SamplerName::Dpmpp2mKarras.infotext_sampler(), "DPM++ 2M");
-    assert_eq!(SamplerName::Dpmpp2mKarras.infotext_schedule(Automatic), "Karras");
+    assert_eq!(
+        SamplerName::Dpmpp2mKarras.infotext_schedule(Automatic),
+        "Karras"
+    );
     assert_eq!(SamplerName::EulerA.infotext_sampler(), "Euler a");
 }
 
@@ -153,7 +190,14 @@ fn zero_steps_and_mismatched_batches_are_errors() {
     let mut rng = ImageRng::new(&[1], [4, 2, 2]).unwrap();
     let mut model = ToyModel::default();
     let settings = SamplerSettings::new(SamplerName::Euler, ScheduleType::Automatic, 0);
-    let result = sample(&mut model, &schedule, &settings, &mut rng, &Device::Cpu, &mut |_, _| {});
+    let result = sample(
+        &mut model,
+        &schedule,
+        &settings,
+        &mut rng,
+        &Device::Cpu,
+        &mut |_, _| {},
+    );
     assert!(matches!(result, Err(SamplingError::BadSteps { steps: 0 })));
 
     let x = Tensor::zeros((1, 4, 2, 2), candle_core::DType::F32, &Device::Cpu).unwrap();
@@ -171,5 +215,8 @@ fn zero_steps_and_mismatched_batches_are_errors() {
         &mut |_, _| {},
     );
     let error = result.unwrap_err().to_string();
-    assert!(error.contains("[1, 4, 2, 2]") && error.contains("[2, 4, 2, 2]"), "{error}");
+    assert!(
+        error.contains("[1, 4, 2, 2]") && error.contains("[2, 4, 2, 2]"),
+        "{error}"
+    );
 }

@@ -85,7 +85,10 @@ fn model_sigmas_within_one_ulp_of_torch() {
     let data = schedules();
     let schedule = DiscreteSchedule::sd15();
     let (max_ulps, differing) = compare_f32(schedule.sigmas(), &floats(&data["sigmas"]));
-    assert!(max_ulps <= 1 && differing <= 20, "{max_ulps} ulp, {differing} differ");
+    assert!(
+        max_ulps <= 1 && differing <= 20,
+        "{max_ulps} ulp, {differing} differ"
+    );
     let want_min = data["sigma_min"].as_f64().unwrap() as f32;
     let want_max = data["sigma_max"].as_f64().unwrap() as f32;
     assert!(ulps(schedule.sigma_min(), want_min) <= 1);
@@ -102,7 +105,10 @@ fn check_family(
         let got = make(n.parse().unwrap()).unwrap();
         let (max_ulps, differing) = compare_f32(&got, &floats(want));
         eprintln!("{family} n={n}: {differing} values differ, max {max_ulps} ulp");
-        assert!(max_ulps <= max_allowed_ulps, "{family} n={n}: {max_ulps} ulp");
+        assert!(
+            max_ulps <= max_allowed_ulps,
+            "{family} n={n}: {max_ulps} ulp"
+        );
     }
 }
 
@@ -125,7 +131,11 @@ fn exponential_sigmas_match_k_diffusion() {
     let s = DiscreteSchedule::sd15();
     let (min, max) = (s.sigma_min() as f64, s.sigma_max() as f64);
     check_family("exponential", &|n| exponential_sigmas(n, min, max), 2);
-    check_family("polyexponential", &|n| polyexponential_sigmas(n, min, max, 1.0), 2);
+    check_family(
+        "polyexponential",
+        &|n| polyexponential_sigmas(n, min, max, 1.0),
+        2,
+    );
 }
 
 #[test]
@@ -143,7 +153,10 @@ fn sigma_to_t_and_back_match_k_diffusion() {
     let probe = &data["t_to_sigma"];
     for (t, want) in floats(&probe["t"]).iter().zip(floats(&probe["sigma"])) {
         let got = schedule.t_to_sigma(*t);
-        assert!(ulps(got as f32, want as f32) <= 2, "t_to_sigma({t}) = {got}, want {want}");
+        assert!(
+            ulps(got as f32, want as f32) <= 2,
+            "t_to_sigma({t}) = {got}, want {want}"
+        );
     }
 }
 
@@ -152,7 +165,11 @@ fn ddim_timesteps_match_a1111() {
     let data = schedules();
     for (n, want) in data["ddim_timesteps"].as_object().unwrap() {
         let want: Vec<usize> = floats(want).iter().map(|t| *t as usize).collect();
-        assert_eq!(ddim_timesteps(n.parse().unwrap(), 1000).unwrap(), want, "{n}");
+        assert_eq!(
+            ddim_timesteps(n.parse().unwrap(), 1000).unwrap(),
+            want,
+            "{n}"
+        );
     }
     let twenty = ddim_timesteps(20, 1000).unwrap();
     assert_eq!((twenty[0], twenty[1], twenty[19]), (1, 51, 951));
@@ -177,13 +194,25 @@ fn zero_steps_and_bad_alphas_are_errors() {
 fn schedule_type_names_follow_a1111() {
     assert_eq!(ScheduleType::parse("Karras").unwrap(), ScheduleType::Karras);
     assert_eq!(ScheduleType::parse("karras").unwrap(), ScheduleType::Karras);
-    assert_eq!(ScheduleType::parse(" AUTOMATIC ").unwrap(), ScheduleType::Automatic);
-    assert_eq!(ScheduleType::parse("Exponential").unwrap(), ScheduleType::Exponential);
+    assert_eq!(
+        ScheduleType::parse(" AUTOMATIC ").unwrap(),
+        ScheduleType::Automatic
+    );
+    assert_eq!(
+        ScheduleType::parse("Exponential").unwrap(),
+        ScheduleType::Exponential
+    );
     let unsupported = ScheduleType::parse("SGM Uniform").unwrap_err();
-    assert!(matches!(unsupported, SamplingError::UnsupportedSchedule { .. }));
+    assert!(matches!(
+        unsupported,
+        SamplingError::UnsupportedSchedule { .. }
+    ));
     assert!(unsupported.to_string().contains("Karras"), "{unsupported}");
     assert!(ScheduleType::parse("Align Your Steps").is_err());
     let unknown = ScheduleType::parse("zigzag").unwrap_err();
     assert!(matches!(unknown, SamplingError::UnknownSchedule { .. }));
-    assert!(unknown.to_string().contains("Automatic, Uniform, Karras"), "{unknown}");
+    assert!(
+        unknown.to_string().contains("Automatic, Uniform, Karras"),
+        "{unknown}"
+    );
 }

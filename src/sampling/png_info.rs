@@ -222,9 +222,12 @@ fn split_prompt_lines(lines: &[&str]) -> (String, String) {
 }
 
 fn parse_number<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, SamplingError> {
-    value.trim().parse().map_err(|_| SamplingError::BadInfotext {
-        reason: format!("{key} {value:?} is not a valid number"),
-    })
+    value
+        .trim()
+        .parse()
+        .map_err(|_| SamplingError::BadInfotext {
+            reason: format!("{key} {value:?} is not a valid number"),
+        })
 }
 
 fn parse_size(value: &str) -> Result<(u32, u32), SamplingError> {

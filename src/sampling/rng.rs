@@ -128,7 +128,7 @@ impl TorchCpuRng {
         for block in data.chunks_exact_mut(16) {
             normal_fill_16(block);
         }
-        if n % 16 != 0 {
+        if !n.is_multiple_of(16) {
             let tail = &mut data[n - 16..];
             for value in tail.iter_mut() {
                 *value = self.uniform_f32();
@@ -168,7 +168,9 @@ impl ImageRng {
 
     /// The seeds A1111 uses for a batch: `first_seed + i`.
     pub fn batch_seeds(first_seed: u64, batch: usize) -> Vec<u64> {
-        (0..batch as u64).map(|i| first_seed.wrapping_add(i)).collect()
+        (0..batch as u64)
+            .map(|i| first_seed.wrapping_add(i))
+            .collect()
     }
 
     pub fn batch_size(&self) -> usize {
@@ -177,7 +179,12 @@ impl ImageRng {
 
     /// `[batch, channels, height, width]` of one draw.
     pub fn batch_shape(&self) -> [usize; 4] {
-        [self.generators.len(), self.shape[0], self.shape[1], self.shape[2]]
+        [
+            self.generators.len(),
+            self.shape[0],
+            self.shape[1],
+            self.shape[2],
+        ]
     }
 
     /// The next draw as flat values, image after image.
@@ -193,7 +200,11 @@ impl ImageRng {
     /// The next draw as an f32 tensor `[batch, channels, height, width]` on `device`.
     pub fn next_noise(&mut self, device: &Device) -> Result<Tensor, SamplingError> {
         let values = self.next_noise_vec();
-        Ok(Tensor::from_vec(values, self.batch_shape().to_vec(), device)?)
+        Ok(Tensor::from_vec(
+            values,
+            self.batch_shape().to_vec(),
+            device,
+        )?)
     }
 }
 
@@ -225,7 +236,7 @@ fn log_cephes(input: f32) -> f32 {
         3.3333331174E-1_f64 as f32,
     ];
     const Q1: f32 = -2.12194440e-4_f64 as f32;
-    const Q2: f32 = 0.693359375;
+    const Q2: f32 = 0.693_359_4; // 0.693359375 exactly
     let invalid = input <= 0.0;
     let clamped = input.max(f32::from_bits(0x0080_0000));
     let bits = clamped.to_bits();
@@ -260,8 +271,8 @@ fn log_cephes(input: f32) -> f32 {
 fn sincos_cephes(input: f32) -> (f32, f32) {
     const FOPI: f32 = 1.27323954473516_f64 as f32;
     const DP1: f32 = -0.78515625;
-    const DP2: f32 = -2.4187564849853515625e-4;
-    const DP3: f32 = -3.77489497744594108e-8_f64 as f32;
+    const DP2: f32 = -2.418_756_5e-4; // -2.4187564849853515625e-4 exactly
+    const DP3: f32 = -3.774_894_977_445_941e-8_f64 as f32;
     const SINCOF: [f32; 3] = [
         -1.9515295891E-4_f64 as f32,
         8.3321608736E-3_f64 as f32,

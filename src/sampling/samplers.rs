@@ -273,7 +273,9 @@ pub fn sample_euler_ancestral<D: Denoiser + ?Sized>(
         x = (x + d.affine(dt as f64, 0.0)?)?;
         if sigmas[i + 1] > 0.0 {
             let noise = rng.next_noise(x.device())?;
-            let noise = noise.affine(s_noise as f64, 0.0)?.affine(sigma_up as f64, 0.0)?;
+            let noise = noise
+                .affine(s_noise as f64, 0.0)?
+                .affine(sigma_up as f64, 0.0)?;
             x = (x + noise)?;
         }
         progress(i + 1, total);
@@ -389,7 +391,9 @@ pub fn sample_ddim<E: EpsPredictor + ?Sized>(
             .affine(1.0 / a_t.sqrt() as f64, 0.0)?;
         let dir_coefficient = (1.0 - a_prev - sigma_t * sigma_t).sqrt();
         let dir_xt = eps.affine(dir_coefficient as f64, 0.0)?;
-        let noise = rng.next_noise(pred_x0.device())?.affine(sigma_t as f64, 0.0)?;
+        let noise = rng
+            .next_noise(pred_x0.device())?
+            .affine(sigma_t as f64, 0.0)?;
         x = ((pred_x0.affine(a_prev.sqrt() as f64, 0.0)? + dir_xt)? + noise)?;
         progress(i + 1, total);
     }
