@@ -30,8 +30,8 @@ pub enum SamplingError {
     BadSchedule { reason: String },
     #[error("latent shape {shape:?} does not fit the sampler: {reason}")]
     BadLatentShape { shape: Vec<usize>, reason: String },
-    #[error("{count} seeds given for a batch of {batch}")]
-    SeedCount { count: usize, batch: usize },
+    #[error("no seeds given: the noise generator needs one seed per image")]
+    NoSeeds,
     #[error("bad image tensor shape {shape:?}: expected [batch, 3, height, width]")]
     BadImageShape { shape: Vec<usize> },
     #[error("cannot parse infotext: {reason}")]

@@ -152,7 +152,7 @@ impl ImageRng {
     /// One generator per seed; `shape` is one image's latent shape `[channels, height, width]`.
     pub fn new(seeds: &[u64], shape: [usize; 3]) -> Result<Self, SamplingError> {
         if seeds.is_empty() {
-            return Err(SamplingError::SeedCount { count: 0, batch: 0 });
+            return Err(SamplingError::NoSeeds);
         }
         if shape.contains(&0) {
             return Err(SamplingError::BadLatentShape {
