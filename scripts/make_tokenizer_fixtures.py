@@ -242,6 +242,11 @@ def chunk_prompts(rng):
 re_extra_net = re.compile(r"<(\w+):([^>]+)>")
 
 
+def json_float(x):
+    """JSON has no inf/nan: write those as Python's repr string ("inf")."""
+    return x if x == x and abs(x) != float("inf") else repr(x)
+
+
 def parse_extra_networks(prompt):
     found = []
 
@@ -255,7 +260,7 @@ def parse_extra_networks(prompt):
             te = float(named.get("te", te))
             unet = float(positional[2]) if len(positional) > 2 else te
             unet = float(named.get("unet", unet))
-            entry["lora"] = [positional[0], te, unet]
+            entry["lora"] = [positional[0], json_float(te), json_float(unet)]
         except (ValueError, IndexError):
             entry["lora"] = None
         found.append(entry)
