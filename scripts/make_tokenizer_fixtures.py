@@ -232,6 +232,8 @@ def chunk_prompts(rng):
         " ".join(["word"] * 40) + " BREAK " + " ".join(["word"] * 40),
         "東京タワー 😀 " * 12, "café, " * 45,
     ]
+    for k in range(50, 76):  # comma at every distance from the chunk end, around the 20-token window
+        prompts.append(" ".join(["word"] * k) + ", " + " ".join(["more"] * 30))
     for _ in range(20):
         prompts.append(", ".join(rng.choice(tags) for _ in range(rng.randint(10, 70))))
     return prompts
