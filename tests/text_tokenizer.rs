@@ -7,13 +7,16 @@ use std::path::PathBuf;
 
 use loraeval::text::chunks::{tokenize_prompt, PromptChunk};
 use loraeval::text::prompt::{
-    extract_extra_networks, lora_multipliers, parse_prompt_attention, reject_prompt_editing, split_composable,
+    extract_extra_networks, lora_multipliers, parse_prompt_attention, reject_prompt_editing,
+    split_composable,
 };
 use loraeval::text::tokenizer::{ClipTokenizer, VOCAB_SIZE};
 use serde_json::Value;
 
 fn fixture(name: &str) -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/text").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/text")
+        .join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
@@ -27,7 +30,11 @@ fn as_str(v: &Value) -> &str {
 }
 
 fn as_u32s(v: &Value) -> Vec<u32> {
-    v.as_array().expect("array").iter().map(|x| x.as_u64().expect("id") as u32).collect()
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_u64().expect("id") as u32)
+        .collect()
 }
 
 fn as_pairs(v: &Value) -> Vec<(String, f64)> {
@@ -46,10 +53,18 @@ fn tokenizer_matches_transformers_clip_tokenizer() {
         let (text, expected) = (as_str(&case["text"]), as_u32s(&case["ids"]));
         let got = tokenizer().encode(text);
         if got != expected {
-            failures.push(format!("{text:?}\n  expected {expected:?}\n  got      {got:?}"));
+            failures.push(format!(
+                "{text:?}\n  expected {expected:?}\n  got      {got:?}"
+            ));
         }
     }
-    assert!(failures.is_empty(), "{} of {} differ:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} differ:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -64,17 +79,30 @@ fn attention_parsing_matches_a1111() {
         }
         let expected = as_pairs(&case["parsed"]);
         let got = got.unwrap_or_else(|e| panic!("{text:?}: {e}"));
-        assert_eq!(got.len(), expected.len(), "{text:?}: {got:?} vs {expected:?}");
+        assert_eq!(
+            got.len(),
+            expected.len(),
+            "{text:?}: {got:?} vs {expected:?}"
+        );
         for (g, e) in got.iter().zip(&expected) {
             assert_eq!(g.0, e.0, "{text:?}");
-            assert!((g.1 - e.1).abs() <= 1e-12 * e.1.abs(), "{text:?}: weight {} vs {}", g.1, e.1);
+            assert!(
+                (g.1 - e.1).abs() <= 1e-12 * e.1.abs(),
+                "{text:?}: weight {} vs {}",
+                g.1,
+                e.1
+            );
         }
     }
 }
 
 fn expected_chunks(v: &Value) -> Vec<(Vec<u32>, Vec<f32>)> {
     let chunk = |c: &Value| {
-        let mults = c["multipliers"].as_array().expect("multipliers").iter().map(|m| m.as_f64().expect("f") as f32);
+        let mults = c["multipliers"]
+            .as_array()
+            .expect("multipliers")
+            .iter()
+            .map(|m| m.as_f64().expect("f") as f32);
         (as_u32s(&c["tokens"]), mults.collect())
     };
     v.as_array().expect("chunks").iter().map(chunk).collect()
@@ -88,20 +116,31 @@ fn chunks_match_a1111_tokenize_line() {
     for case in cases {
         let text = as_str(&case["text"]);
         let expected = expected_chunks(&case["chunks"]);
-        let got: Vec<PromptChunk> = tokenize_prompt(tokenizer(), text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+        let got: Vec<PromptChunk> =
+            tokenize_prompt(tokenizer(), text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
         assert_eq!(got.len(), expected.len(), "{text:?}: chunk count");
         for (g, (tokens, mults)) in got.iter().zip(&expected) {
             assert_eq!(g.tokens.as_slice(), tokens.as_slice(), "{text:?}: tokens");
-            assert_eq!(g.multipliers.as_slice(), mults.as_slice(), "{text:?}: multipliers");
+            assert_eq!(
+                g.multipliers.as_slice(),
+                mults.as_slice(),
+                "{text:?}: multipliers"
+            );
         }
         multi_chunk += usize::from(got.len() > 1);
     }
-    assert!(multi_chunk >= 20, "fixtures should exercise long prompts, {multi_chunk} did");
+    assert!(
+        multi_chunk >= 20,
+        "fixtures should exercise long prompts, {multi_chunk} did"
+    );
 }
 
 #[test]
 fn extra_networks_match_a1111() {
-    for case in fixture("extra_network_cases.json").as_array().expect("cases") {
+    for case in fixture("extra_network_cases.json")
+        .as_array()
+        .expect("cases")
+    {
         let text = as_str(&case["text"]);
         let (stripped, tags) = extract_extra_networks(text);
         assert_eq!(stripped, as_str(&case["stripped"]), "{text:?}");
@@ -109,9 +148,22 @@ fn extra_networks_match_a1111() {
         assert_eq!(tags.len(), expected.len(), "{text:?}");
         for (tag, e) in tags.iter().zip(expected) {
             assert_eq!(tag.kind, as_str(&e["kind"]), "{text:?}");
-            let positional: Vec<&str> = e["positional"].as_array().expect("p").iter().map(as_str).collect();
-            assert_eq!(tag.name, positional.first().copied().unwrap_or(""), "{text:?}");
-            assert_eq!(tag.positional_args(), positional.get(1..).unwrap_or(&[]), "{text:?}");
+            let positional: Vec<&str> = e["positional"]
+                .as_array()
+                .expect("p")
+                .iter()
+                .map(as_str)
+                .collect();
+            assert_eq!(
+                tag.name,
+                positional.first().copied().unwrap_or(""),
+                "{text:?}"
+            );
+            assert_eq!(
+                tag.positional_args(),
+                positional.get(1..).unwrap_or(&[]),
+                "{text:?}"
+            );
             check_multipliers(text, lora_multipliers(tag).ok(), &e["lora"]);
         }
     }
@@ -119,11 +171,16 @@ fn extra_networks_match_a1111() {
 
 /// A fixture float: a JSON number, or Python's repr ("inf") for values JSON cannot hold.
 fn fixture_float(v: &Value) -> f32 {
-    v.as_f64().map(|x| x as f32).or_else(|| v.as_str().and_then(|s| s.parse().ok())).expect("float")
+    v.as_f64()
+        .map(|x| x as f32)
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        .expect("float")
 }
 
 fn check_multipliers(text: &str, got: Option<(f32, f32)>, expected: &Value) {
-    let expected = expected.as_array().map(|l| (fixture_float(&l[1]), fixture_float(&l[2])));
+    let expected = expected
+        .as_array()
+        .map(|l| (fixture_float(&l[1]), fixture_float(&l[2])));
     assert_eq!(got, expected, "{text:?}");
 }
 
@@ -134,12 +191,19 @@ const KNOWN_SCHEDULE_FALSE_POSITIVES: &[&str] = &[];
 fn prompt_editing_detection_matches_a1111_grammar() {
     for case in fixture("schedule_cases.json").as_array().expect("cases") {
         let text = as_str(&case["text"]);
-        let a1111_uses_it = !case["constructs"].as_array().expect("constructs").is_empty();
+        let a1111_uses_it = !case["constructs"]
+            .as_array()
+            .expect("constructs")
+            .is_empty();
         let rejected = reject_prompt_editing(text).is_err();
         if rejected && !a1111_uses_it && KNOWN_SCHEDULE_FALSE_POSITIVES.contains(&text) {
             continue;
         }
-        assert_eq!(rejected, a1111_uses_it, "{text:?}: A1111 constructs {}", case["constructs"]);
+        assert_eq!(
+            rejected, a1111_uses_it,
+            "{text:?}: A1111 constructs {}",
+            case["constructs"]
+        );
     }
 }
 

@@ -41,7 +41,10 @@ pub struct PromptChunk {
 
 /// Chunks of one prompt (tags already removed by `extract_extra_networks`): rejects prompt editing and
 /// alternation, parses emphasis, tokenizes every piece and packs the tokens like A1111.
-pub fn tokenize_prompt(tokenizer: &ClipTokenizer, prompt: &str) -> Result<Vec<PromptChunk>, TextError> {
+pub fn tokenize_prompt(
+    tokenizer: &ClipTokenizer,
+    prompt: &str,
+) -> Result<Vec<PromptChunk>, TextError> {
     reject_prompt_editing(prompt)?;
     let parsed = parse_prompt_attention(prompt)?;
     Ok(tokenize_line(tokenizer, &parsed))
@@ -100,7 +103,10 @@ impl ChunkBuilder {
     }
 
     fn next_chunk(&mut self) {
-        let mut chunk = PromptChunk { tokens: [EOS; CHUNK_TOKENS], multipliers: [1.0; CHUNK_TOKENS] };
+        let mut chunk = PromptChunk {
+            tokens: [EOS; CHUNK_TOKENS],
+            multipliers: [1.0; CHUNK_TOKENS],
+        };
         chunk.tokens[0] = BOS;
         for (i, (&token, &weight)) in self.tokens.iter().zip(&self.multipliers).enumerate() {
             chunk.tokens[i + 1] = token;
@@ -139,7 +145,12 @@ mod tests {
 
     #[test]
     fn comma_constant_is_the_vocab_entry() {
-        assert_eq!(ClipTokenizer::shared().expect("tokenizer").token_id(",</w>"), Some(COMMA));
+        assert_eq!(
+            ClipTokenizer::shared()
+                .expect("tokenizer")
+                .token_id(",</w>"),
+            Some(COMMA)
+        );
     }
 
     #[test]
@@ -169,7 +180,8 @@ mod tests {
 
     #[test]
     fn prompt_editing_is_rejected() {
-        let err = tokenize_prompt(ClipTokenizer::shared().expect("tokenizer"), "[a:b:3]").unwrap_err();
+        let err =
+            tokenize_prompt(ClipTokenizer::shared().expect("tokenizer"), "[a:b:3]").unwrap_err();
         assert!(matches!(err, TextError::Unsupported { .. }), "{err}");
     }
 }

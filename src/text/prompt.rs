@@ -25,12 +25,16 @@ const ATTENTION_PATTERN: &str =
 
 fn attention_regex() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| Regex::new(ATTENTION_PATTERN).unwrap_or_else(|e| unreachable!("constant regex: {e}")))
+    RE.get_or_init(|| {
+        Regex::new(ATTENTION_PATTERN).unwrap_or_else(|e| unreachable!("constant regex: {e}"))
+    })
 }
 
 fn break_regex() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| Regex::new(r"(?s)\s*\bBREAK\b\s*").unwrap_or_else(|e| unreachable!("constant regex: {e}")))
+    RE.get_or_init(|| {
+        Regex::new(r"(?s)\s*\bBREAK\b\s*").unwrap_or_else(|e| unreachable!("constant regex: {e}"))
+    })
 }
 
 /// True for the `("BREAK", -1)` entry that forces a new 75-token chunk.
@@ -127,7 +131,11 @@ fn merge_equal_weights(pieces: Vec<(String, f64)>) -> Vec<(String, f64)> {
 /// Python `float()` for the weight strings the A1111 regexes accept (ASCII digits only: A1111 would also
 /// accept other Unicode decimal digits such as `١`).
 pub(crate) fn parse_python_float(text: &str) -> Result<f64, TextError> {
-    text.trim().parse::<f64>().map_err(|_| TextError::InvalidWeight { weight: text.to_string() })
+    text.trim()
+        .parse::<f64>()
+        .map_err(|_| TextError::InvalidWeight {
+            weight: text.to_string(),
+        })
 }
 
 /// Splits a **positive** prompt into composable-diffusion sub-prompts like A1111's
@@ -137,7 +145,9 @@ pub(crate) fn parse_python_float(text: &str) -> Result<f64, TextError> {
 pub fn split_composable(prompt: &str) -> Result<Vec<(String, f64)>, TextError> {
     static AND: OnceLock<Regex> = OnceLock::new();
     static WEIGHT: OnceLock<Regex> = OnceLock::new();
-    let and = AND.get_or_init(|| Regex::new(r"\bAND\b").unwrap_or_else(|e| unreachable!("constant regex: {e}")));
+    let and = AND.get_or_init(|| {
+        Regex::new(r"\bAND\b").unwrap_or_else(|e| unreachable!("constant regex: {e}"))
+    });
     let weight = WEIGHT.get_or_init(|| {
         Regex::new(r"^((?s:.)*?)(?:\s*:\s*([-+]?(?:\d+\.?|\d*\.\d+)))?\s*$")
             .unwrap_or_else(|e| unreachable!("constant regex: {e}"))
@@ -147,7 +157,13 @@ pub fn split_composable(prompt: &str) -> Result<Vec<(String, f64)>, TextError> {
         let part = match weight.captures(sub) {
             Some(c) => {
                 let text = c.get(1).map_or("", |g| g.as_str()).to_string();
-                (text, c.get(2).map(|w| parse_python_float(w.as_str())).transpose()?.unwrap_or(1.0))
+                (
+                    text,
+                    c.get(2)
+                        .map(|w| parse_python_float(w.as_str()))
+                        .transpose()?
+                        .unwrap_or(1.0),
+                )
             }
             None => (sub.to_string(), 1.0),
         };
@@ -172,10 +188,16 @@ mod tests {
     #[test]
     fn a1111_docstring_examples() {
         assert_eq!(parse("normal text"), pairs(&[("normal text", 1.0)]));
-        assert_eq!(parse("an (important) word"), pairs(&[("an ", 1.0), ("important", 1.1), (" word", 1.0)]));
+        assert_eq!(
+            parse("an (important) word"),
+            pairs(&[("an ", 1.0), ("important", 1.1), (" word", 1.0)])
+        );
         assert_eq!(parse("(unbalanced"), pairs(&[("unbalanced", 1.1)]));
         assert_eq!(parse("\\(literal\\]"), pairs(&[("(literal]", 1.0)]));
-        assert_eq!(parse("(unnecessary)(parens)"), pairs(&[("unnecessaryparens", 1.1)]));
+        assert_eq!(
+            parse("(unnecessary)(parens)"),
+            pairs(&[("unnecessaryparens", 1.1)])
+        );
         let expected = pairs(&[
             ("a ", 1.0),
             ("house", 1.5730000000000004),
@@ -187,7 +209,10 @@ mod tests {
             ("sky", 1.4641000000000006),
             (".", 1.1),
         ]);
-        assert_eq!(parse("a (((house:1.3)) [on] a (hill:0.5), sun, (((sky)))."), expected);
+        assert_eq!(
+            parse("a (((house:1.3)) [on] a (hill:0.5), sun, (((sky)))."),
+            expected
+        );
     }
 
     #[test]
@@ -201,13 +226,19 @@ mod tests {
     #[test]
     fn invalid_weight_is_an_error() {
         let err = parse_prompt_attention("(a:1.2.3)").unwrap_err();
-        assert_eq!(err.to_string(), "weight `1.2.3` in the prompt is not a number");
+        assert_eq!(
+            err.to_string(),
+            "weight `1.2.3` in the prompt is not a number"
+        );
     }
 
     #[test]
     fn composable_split_reads_trailing_weights() {
         let parts = split_composable("a cat:1.5 AND a dog").expect("valid");
         assert_eq!(parts, pairs(&[("a cat", 1.5), (" a dog", 1.0)]));
-        assert_eq!(split_composable("(cat:1.2)").expect("valid"), pairs(&[("(cat:1.2)", 1.0)]));
+        assert_eq!(
+            split_composable("(cat:1.2)").expect("valid"),
+            pairs(&[("(cat:1.2)", 1.0)])
+        );
     }
 }

@@ -92,7 +92,9 @@ fn bracket_groups(chars: &[char]) -> Option<Vec<BracketGroup>> {
 fn classify(inner: &[char]) -> Option<Construct> {
     let (colons, pipes) = top_level_separators(inner);
     if !pipes.is_empty() {
-        return colons.is_empty().then_some(Construct::Alternation { pipes: pipes.len() });
+        return colons
+            .is_empty()
+            .then_some(Construct::Alternation { pipes: pipes.len() });
     }
     let last = *colons.last()?;
     let when: String = inner[last + 1..].iter().collect();
@@ -148,7 +150,14 @@ mod tests {
 
     #[test]
     fn plain_and_emphasis_prompts_pass() {
-        for prompt in ["a photo", "(a:1.2) [b] ((c))", "[a:b]", "a | b", "\\[a:b:0.5\\]", "[a (b|c) d]"] {
+        for prompt in [
+            "a photo",
+            "(a:1.2) [b] ((c))",
+            "[a:b]",
+            "a | b",
+            "\\[a:b:0.5\\]",
+            "[a (b|c) d]",
+        ] {
             assert!(reject_prompt_editing(prompt).is_ok(), "{prompt}");
         }
     }
@@ -162,6 +171,9 @@ mod tests {
              escape the brackets as \\[ \\] to use them literally"
         );
         let err = reject_prompt_editing("[red|blue] hair").unwrap_err();
-        assert!(err.to_string().contains("alternation [a|b] `[red|blue]`"), "{err}");
+        assert!(
+            err.to_string().contains("alternation [a|b] `[red|blue]`"),
+            "{err}"
+        );
     }
 }

@@ -34,12 +34,14 @@ const PRETOKENIZE_PATTERN: &str =
     r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
 const CACHE_LIMIT: usize = 100_000;
 
+/// (left id, right id) → (merge rank, merged id).
+type MergeTable = HashMap<(u32, u32), (u32, u32)>;
+
 /// CLIP byte-level BPE tokenizer. Cheap to share (`&ClipTokenizer` is `Sync`); see [`ClipTokenizer::shared`].
 pub struct ClipTokenizer {
     encoder: HashMap<String, u32>,
     decoder: Vec<String>,
-    /// (left id, right id) → (merge rank, merged id).
-    merges: HashMap<(u32, u32), (u32, u32)>,
+    merges: MergeTable,
     byte_chars: [char; 256],
     pretokenize: Regex,
     whitespace: Regex,
@@ -48,7 +50,9 @@ pub struct ClipTokenizer {
 
 impl std::fmt::Debug for ClipTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClipTokenizer").field("vocab_size", &self.decoder.len()).finish()
+        f.debug_struct("ClipTokenizer")
+            .field("vocab_size", &self.decoder.len())
+            .finish()
     }
 }
 
@@ -62,7 +66,11 @@ impl ClipTokenizer {
     pub fn shared() -> Result<&'static Self, TextError> {
         static SHARED: OnceLock<Result<ClipTokenizer, String>> = OnceLock::new();
         let built = SHARED.get_or_init(|| Self::embedded().map_err(|e| e.to_string()));
-        built.as_ref().map_err(|reason| TextError::CorruptVocabulary { reason: reason.clone() })
+        built
+            .as_ref()
+            .map_err(|reason| TextError::CorruptVocabulary {
+                reason: reason.clone(),
+            })
     }
 
     /// Builds the tokenizer from a gzip-compressed `bpe_simple_vocab_16e6.txt`.
@@ -73,18 +81,31 @@ impl ClipTokenizer {
             .map_err(|e| corrupt(format!("cannot decompress merges: {e}")))?;
         let merge_lines: Vec<&str> = text.split('\n').skip(1).take(MERGE_COUNT).collect();
         if merge_lines.len() != MERGE_COUNT {
-            return Err(corrupt(format!("{} merge lines, expected {MERGE_COUNT}", merge_lines.len())));
+            return Err(corrupt(format!(
+                "{} merge lines, expected {MERGE_COUNT}",
+                merge_lines.len()
+            )));
         }
         Self::from_merge_lines(&merge_lines)
     }
 
     fn from_merge_lines(merge_lines: &[&str]) -> Result<Self, TextError> {
         let byte_chars = bytes_to_unicode();
-        let pairs = merge_lines.iter().map(|line| split_merge(line)).collect::<Result<Vec<_>, _>>()?;
+        let pairs = merge_lines
+            .iter()
+            .map(|line| split_merge(line))
+            .collect::<Result<Vec<_>, _>>()?;
         let decoder = build_vocab(&byte_chars, &pairs);
-        let encoder: HashMap<String, u32> = decoder.iter().enumerate().map(|(i, s)| (s.clone(), i as u32)).collect();
+        let encoder: HashMap<String, u32> = decoder
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.clone(), i as u32))
+            .collect();
         if encoder.len() != VOCAB_SIZE {
-            return Err(corrupt(format!("{} distinct tokens, expected {VOCAB_SIZE}", encoder.len())));
+            return Err(corrupt(format!(
+                "{} distinct tokens, expected {VOCAB_SIZE}",
+                encoder.len()
+            )));
         }
         let merges = build_merge_table(&encoder, &pairs)?;
         Ok(Self {
@@ -128,8 +149,14 @@ impl ClipTokenizer {
                 bytes.extend_from_slice(token.as_bytes());
                 continue;
             }
-            let (body, word_end) = token.strip_suffix(END_OF_WORD).map_or((token, false), |b| (b, true));
-            bytes.extend(body.chars().filter_map(|c| self.byte_chars.iter().position(|&b| b == c)).map(|b| b as u8));
+            let (body, word_end) = token
+                .strip_suffix(END_OF_WORD)
+                .map_or((token, false), |b| (b, true));
+            bytes.extend(
+                body.chars()
+                    .filter_map(|c| self.byte_chars.iter().position(|&b| b == c))
+                    .map(|b| b as u8),
+            );
             if word_end {
                 bytes.push(b' ');
             }
@@ -154,7 +181,12 @@ impl ClipTokenizer {
     }
 
     fn bpe_cached(&self, word: &str) -> Vec<u32> {
-        if let Some(hit) = self.cache.lock().ok().and_then(|cache| cache.get(word).cloned()) {
+        if let Some(hit) = self
+            .cache
+            .lock()
+            .ok()
+            .and_then(|cache| cache.get(word).cloned())
+        {
             return hit;
         }
         let ids = self.bpe(word);
@@ -193,7 +225,11 @@ impl ClipTokenizer {
     fn best_pair(&self, symbols: &[u32]) -> Option<(u32, u32, u32, u32)> {
         symbols
             .windows(2)
-            .filter_map(|w| self.merges.get(&(w[0], w[1])).map(|&(rank, merged)| (rank, w[0], w[1], merged)))
+            .filter_map(|w| {
+                self.merges
+                    .get(&(w[0], w[1]))
+                    .map(|&(rank, merged)| (rank, w[0], w[1], merged))
+            })
             .min_by_key(|&(rank, ..)| rank)
     }
 }
@@ -212,7 +248,8 @@ fn split_merge(line: &str) -> Result<(String, String), TextError> {
 
 /// GPT-2's reversible byte → printable char table (`bytes_to_unicode` of CLIP / GPT-2), in vocabulary order.
 fn bytes_to_unicode() -> [char; 256] {
-    let printable = |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+    let printable =
+        |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
     let mut table = ['\0'; 256];
     let mut extra = 0;
     for b in 0..256u32 {
@@ -229,9 +266,14 @@ fn bytes_to_unicode() -> [char; 256] {
 
 /// Vocabulary strings in id order (simple_tokenizer.py: byte chars sorted as `bytes_to_unicode().values()`).
 fn build_vocab(byte_chars: &[char; 256], merges: &[(String, String)]) -> Vec<String> {
-    let mut order: Vec<u8> = (0..=255u8).filter(|&b| byte_chars[b as usize] as u32 == b as u32).collect();
+    let mut order: Vec<u8> = (0..=255u8)
+        .filter(|&b| byte_chars[b as usize] as u32 == b as u32)
+        .collect();
     order.extend((0..=255u8).filter(|&b| byte_chars[b as usize] as u32 != b as u32));
-    let singles: Vec<String> = order.iter().map(|&b| byte_chars[b as usize].to_string()).collect();
+    let singles: Vec<String> = order
+        .iter()
+        .map(|&b| byte_chars[b as usize].to_string())
+        .collect();
     let mut vocab = singles.clone();
     vocab.extend(singles.iter().map(|s| format!("{s}{END_OF_WORD}")));
     vocab.extend(merges.iter().map(|(a, b)| format!("{a}{b}")));
@@ -242,8 +284,13 @@ fn build_vocab(byte_chars: &[char; 256], merges: &[(String, String)]) -> Vec<Str
 fn build_merge_table(
     encoder: &HashMap<String, u32>,
     pairs: &[(String, String)],
-) -> Result<HashMap<(u32, u32), (u32, u32)>, TextError> {
-    let id = |s: &str| encoder.get(s).copied().ok_or_else(|| corrupt(format!("merge symbol `{s}` not in vocabulary")));
+) -> Result<MergeTable, TextError> {
+    let id = |s: &str| {
+        encoder
+            .get(s)
+            .copied()
+            .ok_or_else(|| corrupt(format!("merge symbol `{s}` not in vocabulary")))
+    };
     let mut table = HashMap::with_capacity(pairs.len());
     for (rank, (a, b)) in pairs.iter().enumerate() {
         table.insert((id(a)?, id(b)?), (rank as u32, id(&format!("{a}{b}"))?));
@@ -266,7 +313,10 @@ fn split_special_tokens(text: &str) -> Vec<(&str, Option<u32>)> {
 }
 
 fn next_special(text: &str) -> Option<(usize, &'static str, u32)> {
-    SPECIAL_TOKENS.iter().filter_map(|&(token, id)| text.find(token).map(|pos| (pos, token, id))).min_by_key(|t| t.0)
+    SPECIAL_TOKENS
+        .iter()
+        .filter_map(|&(token, id)| text.find(token).map(|pos| (pos, token, id)))
+        .min_by_key(|t| t.0)
 }
 
 /// The words the BPE model sees for one pre-tokenizer piece: the piece itself, except that a special-token
@@ -318,7 +368,10 @@ mod tests {
     #[test]
     fn encodes_simple_words() {
         // openai/clip-vit-large-patch14 vocab.json: a</w>=320, photo</w>=1125, of</w>=539, cat</w>=2368.
-        assert_eq!(tok().encode("A photo of  a\ncat"), vec![320, 1125, 539, 320, 2368]);
+        assert_eq!(
+            tok().encode("A photo of  a\ncat"),
+            vec![320, 1125, 539, 320, 2368]
+        );
         assert_eq!(tok().encode(""), Vec::<u32>::new());
     }
 
@@ -326,7 +379,10 @@ mod tests {
     fn decode_round_trips_plain_text() {
         let t = tok();
         let text = "a portrait of sks woman, café, 東京 😀";
-        assert_eq!(t.decode(&t.encode(text)), "a portrait of sks woman , café , 東京 😀");
+        assert_eq!(
+            t.decode(&t.encode(text)),
+            "a portrait of sks woman , café , 東京 😀"
+        );
     }
 
     #[test]
