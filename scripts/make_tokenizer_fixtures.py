@@ -296,6 +296,17 @@ plain: /([^\\\[\]():|]|\\.)+/
 """)
 
 
+def bracket_soup(rng, n):
+    """Random short strings over the characters that matter to the schedule grammar."""
+    pieces = ["a", "b", " ", "[", "]", "(", ")", ":", "|", "0.5", "3", "\\", "x y"]
+    def soup(k):
+        return "".join(rng.choice(pieces) for _ in range(rng.randint(0, k)))
+
+    loose = [soup(10) for _ in range(n // 2)]
+    grouped = [soup(3) + "[" + soup(6) + "]" + soup(3) for _ in range(n // 2)]
+    return loose + grouped
+
+
 def schedule_constructs(prompt):
     try:
         tree = schedule_parser.parse(prompt)
@@ -314,6 +325,7 @@ SCHEDULE_PROMPTS = [
     "\\[a:b:0.5\\]", "[a\\:b:0.5]", "(x [y:0.3] z)", "[x (y:1.2):0.4]", "a: b: c", "(a:b:c)",
     "[a:(b:c):0.5]", "[[a|b]:0.5]", "[a|b] | c", "((a)", "a]", "[", "]", "[]", "[:]", "[|]", "[:0.5]",
     "[a::]", "text [a:b:0.5] more\\", "photo of sks woman, (smiling:1.2), [blurry]",
+    "[a:3][(", "[ :3]](", "[a:3](", "[a:3]]",
 ]
 
 
@@ -355,7 +367,8 @@ def main():
         stripped, found = parse_extra_networks(p)
         extra.append({"text": p, "stripped": stripped, "tags": found})
     write("extra_network_cases.json", extra)
-    write("schedule_cases.json", [{"text": p, "constructs": schedule_constructs(p)} for p in SCHEDULE_PROMPTS])
+    schedule_prompts = SCHEDULE_PROMPTS + bracket_soup(random.Random(7), 1200)
+    write("schedule_cases.json", [{"text": p, "constructs": schedule_constructs(p)} for p in schedule_prompts])
     write("composable_cases.json", [{"text": p, "parts": composable(p)} for p in COMPOSABLE_PROMPTS])
 
 
