@@ -276,10 +276,10 @@ fn unet_entries(mini: Mini) -> Vec<Entry> {
 /// Channels of the skip connections the down path pushes (conv_in, each resnet, each downsampler).
 fn skip_channels(ch: &[usize; 4]) -> Vec<usize> {
     let mut skips = vec![ch[0]];
-    for level in 0..4 {
-        skips.extend([ch[level], ch[level]]);
+    for (level, &c) in ch.iter().enumerate() {
+        skips.extend([c, c]);
         if level < 3 {
-            skips.push(ch[level]);
+            skips.push(c);
         }
     }
     skips
@@ -293,16 +293,11 @@ fn vae_entries() -> Vec<Entry> {
     let ch = VAE_CH;
     b.layer("encoder.conv_in", "encoder.conv_in", &[ch[0], 3, 3, 3]);
     let mut prev = ch[0];
-    for level in 0..4 {
+    for (level, &c) in ch.iter().enumerate() {
         for j in 0..2 {
             let d = format!("encoder.down_blocks.{level}.resnets.{j}");
-            b.vae_resnet(
-                &d,
-                &format!("encoder.down.{level}.block.{j}"),
-                prev,
-                ch[level],
-            );
-            prev = ch[level];
+            b.vae_resnet(&d, &format!("encoder.down.{level}.block.{j}"), prev, c);
+            prev = c;
         }
         if level < 3 {
             let d = format!("encoder.down_blocks.{level}.downsamplers.0.conv");

@@ -27,7 +27,7 @@ pub struct ClipAttention {
 impl ClipAttention {
     fn load(vb: VarBuilder, cfg: &ClipConfig) -> Result<Self> {
         let h = cfg.hidden_size;
-        if cfg.num_attention_heads == 0 || h % cfg.num_attention_heads != 0 {
+        if cfg.num_attention_heads == 0 || !h.is_multiple_of(cfg.num_attention_heads) {
             bail!(
                 "CLIP width {h} does not split into {} heads",
                 cfg.num_attention_heads

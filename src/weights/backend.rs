@@ -108,8 +108,8 @@ impl ComponentTable {
             key: name.to_string(),
             stored_key: stored_key.to_string(),
             component: self.component,
-            expected: expected.to_vec(),
-            found,
+            expected: expected.into(),
+            found: found.into(),
         }
     }
 }

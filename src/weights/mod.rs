@@ -85,8 +85,8 @@ pub enum WeightsError {
         key: String,
         stored_key: String,
         component: &'static str,
-        expected: Vec<usize>,
-        found: Vec<usize>,
+        expected: Box<[usize]>,
+        found: Box<[usize]>,
     },
     #[error("{path}: no {component} weights found ({looked_for})")]
     MissingComponent {
