@@ -5,3 +5,9 @@
 
 pub mod config;
 pub mod layers;
+pub mod attention;
+pub mod embeddings;
+pub mod resnet;
+pub mod unet;
+pub mod unet_blocks;
+pub mod vae;
