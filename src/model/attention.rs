@@ -16,15 +16,27 @@ const ATTENTION_SCORES_BUDGET_BYTES: usize = 256 << 20;
 /// `ATTENTION_SCORES_BUDGET_BYTES` (at 512×512 a UNet level-0 self-attention has 4096 tokens: 64 MiB per head).
 /// This is the one place a fused kernel can take over.
 pub fn scaled_dot_product_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
-    let (batch, heads, q_len, head_dim) = q.dims4()?;
+    let (_, heads, q_len, _) = q.dims4()?;
     let k_len = k.dim(2)?;
+    let bytes_per_head = q_len * k_len * std::mem::size_of::<f32>();
+    let heads_per_chunk = (ATTENTION_SCORES_BUDGET_BYTES / bytes_per_head.max(1)).clamp(1, heads.max(1));
+    scaled_dot_product_attention_chunked(q, k, v, heads_per_chunk)
+}
+
+/// [`scaled_dot_product_attention`] computing `heads_per_chunk` heads of one batch item at a time.
+pub fn scaled_dot_product_attention_chunked(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads_per_chunk: usize,
+) -> Result<Tensor> {
+    let (batch, heads, _, head_dim) = q.dims4()?;
     let in_dtype = q.dtype();
     let q = q.to_dtype(DType::F32)?.contiguous()?;
     let k = k.to_dtype(DType::F32)?.contiguous()?;
     let v = v.to_dtype(DType::F32)?.contiguous()?;
     let scale = 1.0 / (head_dim as f64).sqrt();
-    let bytes_per_head = q_len * k_len * 4;
-    let heads_per_chunk = (ATTENTION_SCORES_BUDGET_BYTES / bytes_per_head.max(1)).clamp(1, heads);
+    let heads_per_chunk = heads_per_chunk.max(1);
     let mut per_batch = Vec::with_capacity(batch);
     for b in 0..batch {
         let mut chunks = Vec::with_capacity(heads.div_ceil(heads_per_chunk));
