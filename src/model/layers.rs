@@ -31,6 +31,36 @@ impl Linear {
     }
 }
 
+impl Linear {
+    /// Like [`Linear::load`], but also accepts a weight stored as a 1×1 convolution `[out, in, 1, 1]` (the LDM
+    /// layout of the VAE attention projections) and keeps it as `[out, in]`.
+    pub fn load_from_linear_or_1x1_conv(
+        vb: VarBuilder,
+        in_dim: usize,
+        out_dim: usize,
+        with_bias: bool,
+    ) -> Result<Self> {
+        match Self::load(vb.clone(), in_dim, out_dim, with_bias) {
+            Ok(linear) => Ok(linear),
+            Err(linear_err) => {
+                let Ok(conv_weight) = vb.get((out_dim, in_dim, 1, 1), "weight") else {
+                    return Err(linear_err);
+                };
+                let bias = if with_bias {
+                    Some(vb.get(out_dim, "bias")?)
+                } else {
+                    None
+                };
+                Ok(Linear {
+                    name: vb.prefix(),
+                    weight: conv_weight.reshape((out_dim, in_dim))?,
+                    bias,
+                })
+            }
+        }
+    }
+}
+
 impl Module for Linear {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let inner = candle_nn::Linear::new(self.weight.clone(), self.bias.clone());
