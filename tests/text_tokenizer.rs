@@ -199,7 +199,9 @@ fn prompt_editing_detection_matches_a1111_grammar() {
         let rejected = reject_prompt_editing(text).is_err();
         let known = rejected && !a1111_uses_it && KNOWN_SCHEDULE_FALSE_POSITIVES.contains(&text);
         if rejected != a1111_uses_it && !known {
-            mismatches.push(format!("{text:?}: rejected={rejected}, A1111 constructs {constructs}"));
+            mismatches.push(format!(
+                "{text:?}: rejected={rejected}, A1111 constructs {constructs}"
+            ));
         }
     }
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
