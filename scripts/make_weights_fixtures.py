@@ -9,6 +9,10 @@ Writes
   clip_tiny_expected.safetensors `input_ids` [2, 77] (U32, BOS/EOS-padded like A1111) and the reference outputs
                                  `clip_skip_1` = last_hidden_state, `clip_skip_N` = final_layer_norm(hidden_states[-N])
                                  for N = 2, 3, 4 (A1111 `sd_hijack_clip.encode_with_transformers`).
+  tiny_clip_expected.safetensors the same for the in-repo tiny model's text encoder
+                                 (tests/fixtures/tiny/diffusers/text_encoder, stored f16, run in f32): `input_ids`
+                                 [2, 77] with the real BOS 49406 / EOS 49407, `clip_skip_1`, `clip_skip_2`,
+                                 `clip_skip_3` (2 layers, so 3 = embeddings through final_layer_norm).
 
 Usage: /opt/ref/bin/python scripts/make_weights_fixtures.py [out_dir]
 """
@@ -54,6 +58,25 @@ def make_ids() -> torch.Tensor:
     return torch.stack(rows)
 
 
+def tiny_model_reference(repo: Path, out: Path) -> None:
+    model = CLIPTextModel.from_pretrained(str(repo / "tests/fixtures/tiny/diffusers/text_encoder"),
+                                          dtype=torch.float32, attn_implementation="eager").eval()
+    torch.manual_seed(77)
+    rows = []
+    for length in (3, 30):
+        row = torch.full((77,), 49407, dtype=torch.long)
+        row[0] = 49406
+        row[1:1 + length] = torch.randint(0, 49406, (length,))
+        rows.append(row)
+    ids = torch.stack(rows)
+    with torch.no_grad():
+        result = model(input_ids=ids, output_hidden_states=True)
+        expected = {"input_ids": ids.numpy().astype(np.uint32), "clip_skip_1": result.last_hidden_state.numpy()}
+        for n in (2, 3):
+            expected[f"clip_skip_{n}"] = model.final_layer_norm(result.hidden_states[-n]).numpy()
+    save_file({k: np.ascontiguousarray(v) for k, v in expected.items()}, str(out / "tiny_clip_expected.safetensors"))
+
+
 def main() -> None:
     out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent / "tests/fixtures/weights"
     out.mkdir(parents=True, exist_ok=True)
@@ -70,6 +93,7 @@ def main() -> None:
         for n in (2, 3, 4):
             expected[f"clip_skip_{n}"] = model.final_layer_norm(result.hidden_states[-n]).numpy()
     save_file({k: np.ascontiguousarray(v) for k, v in expected.items()}, str(out / "clip_tiny_expected.safetensors"))
+    tiny_model_reference(Path(__file__).resolve().parent.parent, out)
     print("wrote", out)
 
 

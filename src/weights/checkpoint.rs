@@ -485,9 +485,8 @@ fn open_diffusers(dir: &Path) -> Result<Tables, WeightsError> {
         let squeeze = name.contains(".attentions.0.to_") && name.ends_with(".weight");
         Some((name, squeeze))
     });
-    let text_encoder = names(2, &|k| {
-        (!k.ends_with("position_ids")).then(|| (k.to_string(), false))
-    });
+    // transformers ≥ 5 saves CLIPTextModel without the `text_model.` level; older versions keep it.
+    let text_encoder = names(2, &|k| ldm_names::clip_key(k).map(|name| (name, false)));
     Ok(Tables {
         unet: non_empty_table(Component::Unet, unet, files.clone(), &unet_path, "")?,
         vae: non_empty_table(Component::Vae, vae, files.clone(), &vae_path, "")?,

@@ -243,7 +243,8 @@ fn vae_up(up: &str, levels: usize) -> Option<String> {
     ))
 }
 
-/// Maps a CLIP key with `cond_stage_model.transformer.` already stripped (old files lack `text_model.`).
+/// Maps a CLIP key with `cond_stage_model.transformer.` already stripped, or a diffusers `text_encoder/` key: adds
+/// `text_model.` where missing (old LDM files, transformers ≥ 5 `save_pretrained`) and drops `position_ids`.
 pub fn clip_key(key: &str) -> Option<String> {
     let name = if key.starts_with("text_model.") {
         key.to_string()
