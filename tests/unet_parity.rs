@@ -14,7 +14,9 @@ use loraeval::model::unet::UNet2DConditionModel;
 const RELATIVE_TOLERANCE: f32 = 1e-4;
 
 fn fixture_path(relative: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models").join(relative)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/models")
+        .join(relative)
 }
 
 /// The UNetConfig described by the diffusers `config.json` of the tiny model.
@@ -22,7 +24,12 @@ fn tiny_config() -> UNetConfig {
     let text = std::fs::read_to_string(fixture_path("tiny/unet/config.json")).unwrap();
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
     let usizes = |key: &str| -> Vec<usize> {
-        json[key].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect()
+        json[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect()
     };
     let usize_of = |key: &str| json[key].as_u64().unwrap() as usize;
     UNetConfig {
@@ -57,19 +64,40 @@ fn reference() -> HashMap<String, Tensor> {
 /// (max |a − b|, max |b|).
 fn max_diff(ours: &Tensor, expected: &Tensor) -> (f32, f32) {
     assert_eq!(ours.dims(), expected.dims());
-    let diff = (ours - expected).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap();
-    let scale = expected.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
-    (diff.to_scalar::<f32>().unwrap(), scale.to_scalar::<f32>().unwrap())
+    let diff = (ours - expected)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap();
+    let scale = expected
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap();
+    (
+        diff.to_scalar::<f32>().unwrap(),
+        scale.to_scalar::<f32>().unwrap(),
+    )
 }
 
 fn check_case(sample: &str, context: &str, expected: &str) {
     let unet = load_unet(&tiny_config()).unwrap();
     let tensors = reference();
     let timestep = tensors["timestep"].to_vec1::<f64>().unwrap()[0];
-    let eps = unet.forward(&tensors[sample], timestep, &tensors[context]).unwrap();
+    let eps = unet
+        .forward(&tensors[sample], timestep, &tensors[context])
+        .unwrap();
     let (diff, scale) = max_diff(&eps, &tensors[expected]);
     eprintln!("{expected}: max abs diff {diff:.3e}, output scale {scale:.3}");
-    assert!(diff <= RELATIVE_TOLERANCE * scale, "{expected}: diff {diff} scale {scale}");
+    assert!(
+        diff <= RELATIVE_TOLERANCE * scale,
+        "{expected}: diff {diff} scale {scale}"
+    );
 }
 
 #[test]
@@ -92,7 +120,12 @@ fn unet_forward_rejects_wrong_context_width() {
     let config = tiny_config();
     let unet = load_unet(&config).unwrap();
     let sample = Tensor::zeros((1, 4, 8, 8), DType::F32, &Device::Cpu).unwrap();
-    let context = Tensor::zeros((1, 77, config.cross_attention_dim + 1), DType::F32, &Device::Cpu).unwrap();
+    let context = Tensor::zeros(
+        (1, 77, config.cross_attention_dim + 1),
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
     assert!(unet.forward(&sample, 500.0, &context).is_err());
 }
 

@@ -14,7 +14,9 @@ use loraeval::model::vae::AutoEncoderKL;
 const RELATIVE_TOLERANCE: f32 = 1e-4;
 
 fn fixture_path(relative: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models").join(relative)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/models")
+        .join(relative)
 }
 
 /// The VaeConfig described by the diffusers `config.json` of the tiny model.
@@ -50,11 +52,30 @@ fn reference() -> HashMap<String, Tensor> {
 
 fn assert_close(name: &str, ours: &Tensor, expected: &Tensor) {
     assert_eq!(ours.dims(), expected.dims(), "{name}");
-    let diff = (ours - expected).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap();
-    let scale = expected.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
-    let (diff, scale) = (diff.to_scalar::<f32>().unwrap(), scale.to_scalar::<f32>().unwrap());
+    let diff = (ours - expected)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap();
+    let scale = expected
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap();
+    let (diff, scale) = (
+        diff.to_scalar::<f32>().unwrap(),
+        scale.to_scalar::<f32>().unwrap(),
+    );
     eprintln!("{name}: max abs diff {diff:.3e}, output scale {scale:.3}");
-    assert!(diff <= RELATIVE_TOLERANCE * scale, "{name}: diff {diff} scale {scale}");
+    assert!(
+        diff <= RELATIVE_TOLERANCE * scale,
+        "{name}: diff {diff} scale {scale}"
+    );
 }
 
 #[test]
@@ -63,7 +84,11 @@ fn vae_decode_matches_diffusers() {
     let tensors = reference();
     for suffix in ["", "_odd"] {
         let decoded = vae.decode(&tensors[&format!("latents{suffix}")]).unwrap();
-        assert_close(&format!("decoded{suffix}"), &decoded, &tensors[&format!("decoded{suffix}")]);
+        assert_close(
+            &format!("decoded{suffix}"),
+            &decoded,
+            &tensors[&format!("decoded{suffix}")],
+        );
     }
 }
 
@@ -73,8 +98,16 @@ fn vae_encode_matches_diffusers() {
     let tensors = reference();
     for suffix in ["", "_odd"] {
         let (mean, logvar) = vae.encode(&tensors[&format!("image{suffix}")]).unwrap();
-        assert_close(&format!("mean{suffix}"), &mean, &tensors[&format!("mean{suffix}")]);
-        assert_close(&format!("logvar{suffix}"), &logvar, &tensors[&format!("logvar{suffix}")]);
+        assert_close(
+            &format!("mean{suffix}"),
+            &mean,
+            &tensors[&format!("mean{suffix}")],
+        );
+        assert_close(
+            &format!("logvar{suffix}"),
+            &logvar,
+            &tensors[&format!("logvar{suffix}")],
+        );
     }
 }
 
@@ -83,5 +116,8 @@ fn vae_load_names_the_missing_tensor_when_channels_disagree() {
     let mut config = tiny_config();
     config.latent_channels = 8;
     let message = load_vae(&config).unwrap_err().to_string();
-    assert!(message.contains("conv_out.weight") || message.contains("quant_conv.weight"), "{message}");
+    assert!(
+        message.contains("conv_out.weight") || message.contains("quant_conv.weight"),
+        "{message}"
+    );
 }

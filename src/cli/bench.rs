@@ -1,13 +1,13 @@
 //! `loraeval bench`: times the SD1.5 models at real shapes with random weights.
 
+use crate::model::clip::ClipTextModel;
+use crate::model::config::{ClipConfig, UNetConfig, VaeConfig};
+use crate::model::random_weights::RandomWeights;
+use crate::model::unet::UNet2DConditionModel;
+use crate::model::vae::AutoEncoderKL;
 use anyhow::{ensure, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use clap::Args;
-use loraeval::model::clip::ClipTextModel;
-use loraeval::model::config::{ClipConfig, UNetConfig, VaeConfig};
-use loraeval::model::random_weights::RandomWeights;
-use loraeval::model::unet::UNet2DConditionModel;
-use loraeval::model::vae::AutoEncoderKL;
 use std::time::Instant;
 
 /// Options of `loraeval bench`.
@@ -68,7 +68,9 @@ fn bench_vae(args: &BenchArgs, device: &Device) -> Result<f64> {
 fn bench_text(args: &BenchArgs, device: &Device) -> Result<f64> {
     let config = ClipConfig::sd15();
     let clip = ClipTextModel::load(RandomWeights::var_builder(3, device), &config)?;
-    let ids: Vec<u32> = (0..2 * args.batch * 77).map(|i| (i * 131 % 49408) as u32).collect();
+    let ids: Vec<u32> = (0..2 * args.batch * 77)
+        .map(|i| (i * 131 % 49408) as u32)
+        .collect();
     let ids = Tensor::from_vec(ids, (2 * args.batch, 77), device)?.to_dtype(DType::U32)?;
     median_seconds(args.iters, || {
         clip.forward(&ids, 1)?;
@@ -78,19 +80,35 @@ fn bench_text(args: &BenchArgs, device: &Device) -> Result<f64> {
 
 /// Runs the benchmark and prints the medians.
 pub fn run(args: BenchArgs) -> Result<()> {
-    ensure!(args.size >= 64 && args.size % 64 == 0, "--size {} must be a multiple of 64", args.size);
-    ensure!(args.batch >= 1 && args.iters >= 1, "--batch and --iters must be at least 1");
+    ensure!(
+        args.size >= 64 && args.size % 64 == 0,
+        "--size {} must be a multiple of 64",
+        args.size
+    );
+    ensure!(
+        args.batch >= 1 && args.iters >= 1,
+        "--batch and --iters must be at least 1"
+    );
     let device = Device::Cpu;
     let wants = |part: &str| args.only.iter().any(|p| p == part);
     let mut timings: Vec<(&str, f64)> = Vec::new();
     if wants("unet") {
-        timings.push(("unet_step_s", bench_unet(&args, &device).context("UNet benchmark")?));
+        timings.push((
+            "unet_step_s",
+            bench_unet(&args, &device).context("UNet benchmark")?,
+        ));
     }
     if wants("vae") {
-        timings.push(("vae_decode_s", bench_vae(&args, &device).context("VAE benchmark")?));
+        timings.push((
+            "vae_decode_s",
+            bench_vae(&args, &device).context("VAE benchmark")?,
+        ));
     }
     if wants("text") {
-        timings.push(("text_encode_s", bench_text(&args, &device).context("text encoder benchmark")?));
+        timings.push((
+            "text_encode_s",
+            bench_text(&args, &device).context("text encoder benchmark")?,
+        ));
     }
     print_timings(&args, &timings);
     Ok(())
@@ -98,11 +116,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
 
 fn print_timings(args: &BenchArgs, timings: &[(&str, f64)]) {
     if args.json {
-        let object: serde_json::Map<String, serde_json::Value> =
-            timings.iter().map(|(name, seconds)| (name.to_string(), serde_json::json!(seconds))).collect();
+        let object: serde_json::Map<String, serde_json::Value> = timings
+            .iter()
+            .map(|(name, seconds)| (name.to_string(), serde_json::json!(seconds)))
+            .collect();
         println!("{}", serde_json::Value::Object(object));
     } else {
-        println!("size {0}x{0}, batch {1}, median of {2}:", args.size, args.batch, args.iters);
+        println!(
+            "size {0}x{0}, batch {1}, median of {2}:",
+            args.size, args.batch, args.iters
+        );
         for (name, seconds) in timings {
             println!("  {name:<14} {seconds:>9.3} s");
         }

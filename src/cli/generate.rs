@@ -1,11 +1,11 @@
 //! `loraeval generate`: txt2img renders with AUTOMATIC1111 semantics, written as PNGs with infotext.
 
 use super::progress::step_bar;
+use crate::sampling::png_info::write_png_atomic;
+use crate::sampling::samplers::SamplerName;
+use crate::sampling::txt2img::{StableDiffusion, Txt2ImgRequest};
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use loraeval::sampling::png_info::write_png_atomic;
-use loraeval::sampling::samplers::SamplerName;
-use loraeval::sampling::txt2img::{StableDiffusion, Txt2ImgRequest};
 use std::path::{Path, PathBuf};
 
 /// Options of `loraeval generate` (defaults as AUTOMATIC1111 1.10).
@@ -56,14 +56,20 @@ fn resolve_seed(seed: Option<i64>) -> Result<u64> {
     match seed {
         None | Some(-1) => Ok(random_seed()),
         Some(value) if value >= 0 => Ok(value as u64),
-        Some(value) => bail!("--seed {value} is invalid: use a non-negative seed or -1 for a random one"),
+        Some(value) => {
+            bail!("--seed {value} is invalid: use a non-negative seed or -1 for a random one")
+        }
     }
 }
 
 fn random_seed() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
     hasher.finish() % (1u64 << 32)
 }
 
@@ -71,17 +77,29 @@ fn output_paths(out: &Path, batch: usize) -> Vec<PathBuf> {
     if batch == 1 {
         return vec![out.to_path_buf()];
     }
-    let stem = out.file_stem().map_or_else(|| "image".into(), |s| s.to_string_lossy().into_owned());
-    let extension = out.extension().map_or_else(|| "png".into(), |e| e.to_string_lossy().into_owned());
-    (0..batch).map(|i| out.with_file_name(format!("{stem}-{i}.{extension}"))).collect()
+    let stem = out
+        .file_stem()
+        .map_or_else(|| "image".into(), |s| s.to_string_lossy().into_owned());
+    let extension = out
+        .extension()
+        .map_or_else(|| "png".into(), |e| e.to_string_lossy().into_owned());
+    (0..batch)
+        .map(|i| out.with_file_name(format!("{stem}-{i}.{extension}")))
+        .collect()
 }
 
 fn check_outputs(paths: &[PathBuf], force: bool) -> Result<()> {
     for path in paths {
         if path.exists() && !force {
-            bail!("{} already exists (use --force to overwrite)", path.display());
+            bail!(
+                "{} already exists (use --force to overwrite)",
+                path.display()
+            );
         }
-        let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         if !parent.is_dir() {
             bail!("output folder {} does not exist", parent.display());
         }

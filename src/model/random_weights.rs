@@ -20,9 +20,10 @@ impl RandomWeights {
 }
 
 fn name_seed(seed: u64, name: &str) -> u64 {
-    name.bytes().fold(seed ^ 0x9E37_79B9_7F4A_7C15, |hash, byte| {
-        (hash ^ byte as u64).wrapping_mul(0x100_0000_01B3)
-    })
+    name.bytes()
+        .fold(seed ^ 0x9E37_79B9_7F4A_7C15, |hash, byte| {
+            (hash ^ byte as u64).wrapping_mul(0x100_0000_01B3)
+        })
 }
 
 fn uniform_values(count: usize, seed: u64, amplitude: f32) -> Vec<f32> {
@@ -39,7 +40,14 @@ fn uniform_values(count: usize, seed: u64, amplitude: f32) -> Vec<f32> {
 }
 
 impl SimpleBackend for RandomWeights {
-    fn get(&self, shape: Shape, name: &str, _: candle_nn::Init, dtype: DType, dev: &Device) -> Result<Tensor> {
+    fn get(
+        &self,
+        shape: Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> Result<Tensor> {
         let dims = shape.dims().to_vec();
         let count = shape.elem_count();
         let values = if dims.len() == 1 && name.contains("norm") && name.ends_with("weight") {

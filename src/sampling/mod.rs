@@ -55,3 +55,4 @@ pub enum SamplingError {
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }
+pub mod txt2img;

@@ -61,10 +61,16 @@ impl Txt2ImgRequest {
     pub fn validate(&self) -> Result<(), PipelineError> {
         let invalid = |message: String| Err(PipelineError::InvalidSetting(message));
         if self.width == 0 || self.width % 8 != 0 {
-            return invalid(format!("width {} must be a positive multiple of 8", self.width));
+            return invalid(format!(
+                "width {} must be a positive multiple of 8",
+                self.width
+            ));
         }
         if self.height == 0 || self.height % 8 != 0 {
-            return invalid(format!("height {} must be a positive multiple of 8", self.height));
+            return invalid(format!(
+                "height {} must be a positive multiple of 8",
+                self.height
+            ));
         }
         if self.steps == 0 {
             return invalid("steps must be at least 1 (got 0)".into());
@@ -107,7 +113,10 @@ impl StableDiffusion {
             tokenizer: ClipTokenizer::shared()?,
             text_encoder: ClipTextModel::load(checkpoint.text_encoder_vb(&device), &clip_config)?,
             text_encoder_layers: clip_config.num_hidden_layers,
-            unet: UNet2DConditionModel::load(checkpoint.unet_vb(&device), &checkpoint.unet_config())?,
+            unet: UNet2DConditionModel::load(
+                checkpoint.unet_vb(&device),
+                &checkpoint.unet_config(),
+            )?,
             vae: AutoEncoderKL::load(checkpoint.vae_vb(&device), &vae_config)?,
             vae_scaling: vae_config.scaling_factor,
             schedule: DiscreteSchedule::sd15(),
@@ -140,7 +149,11 @@ impl StableDiffusion {
         let ids = Tensor::from_vec(chunk.tokens.to_vec(), (1, chunk.tokens.len()), &self.device)?;
         let z = self.text_encoder.forward(&ids, clip_skip)?;
         let original_mean = z.mean_all()?;
-        let multipliers = Tensor::from_vec(chunk.multipliers.to_vec(), (1, chunk.multipliers.len(), 1), &self.device)?;
+        let multipliers = Tensor::from_vec(
+            chunk.multipliers.to_vec(),
+            (1, chunk.multipliers.len(), 1),
+            &self.device,
+        )?;
         let z = z.broadcast_mul(&multipliers)?;
         let new_mean = z.mean_all()?;
         Ok(z.broadcast_mul(&(original_mean / new_mean)?)?)
@@ -161,10 +174,16 @@ impl StableDiffusion {
         let cond = self.encode_prompt(&prompt, request.clip_skip)?;
         let uncond = self.encode_prompt(&negative, request.clip_skip)?;
         let latent = self.sample(request, &cond, &uncond, progress)?;
-        let decoded = self.vae.decode(&latent.affine(1.0 / self.vae_scaling, 0.0)?)?;
+        let decoded = self
+            .vae
+            .decode(&latent.affine(1.0 / self.vae_scaling, 0.0)?)?;
         let seeds = ImageRng::batch_seeds(request.seed, request.batch);
         let pixels = latents_to_rgb8(&decoded)?;
-        Ok(seeds.into_iter().zip(pixels).map(|(seed, pixels)| RenderedImage { seed, pixels }).collect())
+        Ok(seeds
+            .into_iter()
+            .zip(pixels)
+            .map(|(seed, pixels)| RenderedImage { seed, pixels })
+            .collect())
     }
 
     fn sample(
@@ -177,8 +196,16 @@ impl StableDiffusion {
         let seeds = ImageRng::batch_seeds(request.seed, request.batch);
         let mut rng = ImageRng::new(&seeds, [4, request.height / 8, request.width / 8])?;
         let mut model = GuidedUNet::new(self, cond, uncond, request)?;
-        let settings = SamplerSettings::new(request.sampler, ScheduleType::Automatic, request.steps);
-        Ok(sample(&mut model, &self.schedule, &settings, &mut rng, &self.device, progress)?)
+        let settings =
+            SamplerSettings::new(request.sampler, ScheduleType::Automatic, request.steps);
+        Ok(sample(
+            &mut model,
+            &self.schedule,
+            &settings,
+            &mut rng,
+            &self.device,
+            progress,
+        )?)
     }
 
     /// The A1111 infotext of image `index` of `request`.
@@ -188,7 +215,10 @@ impl StableDiffusion {
             negative: request.negative.clone(),
             steps: request.steps,
             sampler: request.sampler.infotext_sampler().to_string(),
-            schedule_type: request.sampler.infotext_schedule(ScheduleType::Automatic).to_string(),
+            schedule_type: request
+                .sampler
+                .infotext_schedule(ScheduleType::Automatic)
+                .to_string(),
             cfg: request.cfg,
             seed: request.seed + index as u64,
             width: request.width as u32,
@@ -214,7 +244,12 @@ struct GuidedUNet<'a> {
 }
 
 impl<'a> GuidedUNet<'a> {
-    fn new(model: &'a StableDiffusion, cond: &Tensor, uncond: &Tensor, request: &Txt2ImgRequest) -> Result<Self, PipelineError> {
+    fn new(
+        model: &'a StableDiffusion,
+        cond: &Tensor,
+        uncond: &Tensor,
+        request: &Txt2ImgRequest,
+    ) -> Result<Self, PipelineError> {
         let batch = request.batch;
         Ok(GuidedUNet {
             model,
@@ -229,7 +264,10 @@ impl<'a> GuidedUNet<'a> {
     fn eps_pair(&self, x_in: &Tensor, t: f64) -> candle_core::Result<(Tensor, Tensor)> {
         let unet = &self.model.unet;
         if self.cond.dim(1)? != self.uncond.dim(1)? {
-            return Ok((unet.forward(x_in, t, &self.cond)?, unet.forward(x_in, t, &self.uncond)?));
+            return Ok((
+                unet.forward(x_in, t, &self.cond)?,
+                unet.forward(x_in, t, &self.uncond)?,
+            ));
         }
         let batch = x_in.dim(0)?;
         let x_both = Tensor::cat(&[x_in, x_in], 0)?;
