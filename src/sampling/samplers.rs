@@ -51,8 +51,14 @@ impl SamplerName {
     /// Case-insensitive; accepts "euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras", "ddim" and A1111's
     /// "Euler", "Euler a", "DPM++ 2M", "DPM++ 2M Karras", "DDIM" (plus A1111 aliases "k_euler", "k_euler_a",
     /// "k_dpmpp_2m"). Unknown names give an error listing the valid ones.
+    ///
+    /// A1111 1.10 renders "DPM++ 2M" with its default schedule, Karras, so that display name (and `k_dpmpp_2m`)
+    /// parse to [`SamplerName::Dpmpp2mKarras`]; our own `dpmpp_2m` is DPM++ 2M on the uniform (discrete) schedule.
     pub fn parse(text: &str) -> Result<Self, SamplingError> {
         let wanted = text.trim().to_lowercase();
+        if wanted == "dpm++ 2m" || wanted == "k_dpmpp_2m" {
+            return Ok(SamplerName::Dpmpp2mKarras);
+        }
         let found = Self::ALL.into_iter().find(|s| {
             s.name() == wanted
                 || s.display_name().to_lowercase() == wanted
@@ -114,6 +120,15 @@ impl SamplerName {
             (SamplerName::Dpmpp2m, ScheduleType::Automatic) => ScheduleType::Karras,
             (_, ScheduleType::Automatic) => ScheduleType::Uniform,
             (_, other) => other,
+        }
+    }
+
+    /// The schedule this sampler name stands for in loraeval: `dpmpp_2m` is the uniform (discrete) schedule,
+    /// everything else A1111's "Automatic".
+    pub fn default_schedule(self) -> ScheduleType {
+        match self {
+            SamplerName::Dpmpp2m => ScheduleType::Uniform,
+            _ => ScheduleType::Automatic,
         }
     }
 

@@ -196,8 +196,11 @@ impl StableDiffusion {
         let seeds = ImageRng::batch_seeds(request.seed, request.batch);
         let mut rng = ImageRng::new(&seeds, [4, request.height / 8, request.width / 8])?;
         let mut model = GuidedUNet::new(self, cond, uncond, request)?;
-        let settings =
-            SamplerSettings::new(request.sampler, ScheduleType::Automatic, request.steps);
+        let settings = SamplerSettings::new(
+            request.sampler,
+            request.sampler.default_schedule(),
+            request.steps,
+        );
         Ok(sample(
             &mut model,
             &self.schedule,
