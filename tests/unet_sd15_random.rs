@@ -12,21 +12,34 @@ use loraeval::model::config::{UNetConfig, VaeConfig};
 use loraeval::model::unet::UNet2DConditionModel;
 use loraeval::model::vae::AutoEncoderKL;
 
+/// Name → shape of every tensor a model asked for.
+type RequestLog = Arc<Mutex<HashMap<String, Vec<usize>>>>;
+
 /// Hands out random tensors of the requested shape and records every name and shape asked for.
 struct RandomBackend {
-    requested: Arc<Mutex<HashMap<String, Vec<usize>>>>,
+    requested: RequestLog,
 }
 
 impl SimpleBackend for RandomBackend {
     fn get(&self, shape: Shape, name: &str, _: Init, dtype: DType, dev: &Device) -> Result<Tensor> {
-        let previous = self.requested.lock().unwrap().insert(name.to_string(), shape.dims().to_vec());
+        let previous = self
+            .requested
+            .lock()
+            .unwrap()
+            .insert(name.to_string(), shape.dims().to_vec());
         assert!(previous.is_none(), "tensor {name} requested twice");
         let dims = shape.dims();
         let tensor = if name.contains("norm") && name.ends_with(".weight") {
             Tensor::ones(shape.clone(), dtype, dev)?
         } else if dims.len() >= 2 {
             let fan_in: usize = dims[1..].iter().product();
-            Tensor::randn(0f32, (1.0 / fan_in as f64).sqrt() as f32, shape.clone(), dev)?.to_dtype(dtype)?
+            Tensor::randn(
+                0f32,
+                (1.0 / fan_in as f64).sqrt() as f32,
+                shape.clone(),
+                dev,
+            )?
+            .to_dtype(dtype)?
         } else {
             Tensor::zeros(shape.clone(), dtype, dev)?
         };
@@ -42,10 +55,15 @@ impl SimpleBackend for RandomBackend {
     }
 }
 
-fn random_var_builder() -> (VarBuilder<'static>, Arc<Mutex<HashMap<String, Vec<usize>>>>) {
+fn random_var_builder() -> (VarBuilder<'static>, RequestLog) {
     let requested = Arc::new(Mutex::new(HashMap::new()));
-    let backend = RandomBackend { requested: requested.clone() };
-    (VarBuilder::from_backend(Box::new(backend), DType::F32, Device::Cpu), requested)
+    let backend = RandomBackend {
+        requested: requested.clone(),
+    };
+    (
+        VarBuilder::from_backend(Box::new(backend), DType::F32, Device::Cpu),
+        requested,
+    )
 }
 
 fn slow_tests_enabled() -> bool {
@@ -81,17 +99,32 @@ fn sd15_unet_from_random_weights_runs_one_64x64_step() {
         assert_eq!(requested[attn2_to_k], [320, 768]);
         let ff = "up_blocks.3.attentions.2.transformer_blocks.0.ff.net.0.proj.weight";
         assert_eq!(requested[ff], [2560, 320]);
-        assert_eq!(requested["up_blocks.1.resnets.2.conv_shortcut.weight"], [1280, 1920, 1, 1]);
-        assert_eq!(requested["mid_block.attentions.0.proj_in.weight"], [1280, 1280, 1, 1]);
+        assert_eq!(
+            requested["up_blocks.1.resnets.2.conv_shortcut.weight"],
+            [1280, 1920, 1, 1]
+        );
+        assert_eq!(
+            requested["mid_block.attentions.0.proj_in.weight"],
+            [1280, 1280, 1, 1]
+        );
     }
     let sample = Tensor::randn(0f32, 1.0, (1, 4, 64, 64), &Device::Cpu).unwrap();
     let context = Tensor::randn(0f32, 1.0, (1, 77, 768), &Device::Cpu).unwrap();
     let start = std::time::Instant::now();
     let eps = unet.forward(&sample, 617.37, &context).unwrap();
     let peak = peak_rss_mib();
-    eprintln!("one 64x64 step: {:.1}s, peak RSS {peak:?} MiB", start.elapsed().as_secs_f64());
+    eprintln!(
+        "one 64x64 step: {:.1}s, peak RSS {peak:?} MiB",
+        start.elapsed().as_secs_f64()
+    );
     assert_eq!(eps.dims(), &[1, 4, 64, 64]);
-    let finite = eps.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().all(|x| x.is_finite());
+    let finite = eps
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .iter()
+        .all(|x| x.is_finite());
     assert!(finite);
     // Weights are 3.3 GiB of f32; activations and attention scores (256 MiB chunks) must stay well below that.
     if let Some(peak) = peak {
@@ -109,9 +142,18 @@ fn sd15_vae_from_random_weights_has_the_sd15_layout() {
     {
         let requested = requested.lock().unwrap();
         assert_eq!(requested.len(), 248);
-        assert_eq!(requested["decoder.mid_block.attentions.0.to_q.weight"], [512, 512]);
-        assert_eq!(requested["decoder.up_blocks.2.resnets.0.conv_shortcut.weight"], [256, 512, 1, 1]);
-        assert_eq!(requested["encoder.down_blocks.1.resnets.0.conv_shortcut.weight"], [256, 128, 1, 1]);
+        assert_eq!(
+            requested["decoder.mid_block.attentions.0.to_q.weight"],
+            [512, 512]
+        );
+        assert_eq!(
+            requested["decoder.up_blocks.2.resnets.0.conv_shortcut.weight"],
+            [256, 512, 1, 1]
+        );
+        assert_eq!(
+            requested["encoder.down_blocks.1.resnets.0.conv_shortcut.weight"],
+            [256, 128, 1, 1]
+        );
         assert_eq!(requested["quant_conv.weight"], [8, 8, 1, 1]);
     }
     let latents = Tensor::randn(0f32, 1.0, (1, 4, 8, 8), &Device::Cpu).unwrap();

@@ -19,7 +19,8 @@ pub fn scaled_dot_product_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Resul
     let (_, heads, q_len, _) = q.dims4()?;
     let k_len = k.dim(2)?;
     let bytes_per_head = q_len * k_len * std::mem::size_of::<f32>();
-    let heads_per_chunk = (ATTENTION_SCORES_BUDGET_BYTES / bytes_per_head.max(1)).clamp(1, heads.max(1));
+    let heads_per_chunk =
+        (ATTENTION_SCORES_BUDGET_BYTES / bytes_per_head.max(1)).clamp(1, heads.max(1));
     scaled_dot_product_attention_chunked(q, k, v, heads_per_chunk)
 }
 
@@ -102,7 +103,9 @@ impl Attention {
         let v = self.split_heads(&self.to_v.forward(context)?)?;
         let out = scaled_dot_product_attention(&q, &k, &v)?;
         let (batch, heads, len, head_dim) = out.dims4()?;
-        let out = out.transpose(1, 2)?.reshape((batch, len, heads * head_dim))?;
+        let out = out
+            .transpose(1, 2)?
+            .reshape((batch, len, heads * head_dim))?;
         self.to_out.forward(&out)
     }
 }
@@ -164,7 +167,10 @@ impl BasicTransformerBlock {
     /// `xs: [B, L, dim]`, `context: [B, Lk, context_dim]`.
     pub fn forward(&self, xs: &Tensor, context: &Tensor) -> Result<Tensor> {
         let xs = (self.attn1.forward(&self.norm1.forward(xs)?, None)? + xs)?;
-        let xs = (self.attn2.forward(&self.norm2.forward(&xs)?, Some(context))? + &xs)?;
+        let xs = (self
+            .attn2
+            .forward(&self.norm2.forward(&xs)?, Some(context))?
+            + &xs)?;
         self.ff.forward(&self.norm3.forward(&xs)?)? + xs
     }
 }

@@ -3,10 +3,10 @@
 //! Model code takes a `candle_nn::VarBuilder` whose names are the diffusers names (the `weights` module maps the
 //! original LDM layout onto them), and a config inferred from the tensor shapes.
 
-pub mod config;
-pub mod layers;
 pub mod attention;
+pub mod config;
 pub mod embeddings;
+pub mod layers;
 pub mod resnet;
 pub mod unet;
 pub mod unet_blocks;

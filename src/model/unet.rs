@@ -104,8 +104,12 @@ impl UNet2DConditionModel {
         blocks: &UNetBlockConfig,
     ) -> Result<Vec<CrossAttnUpBlock2D>> {
         let reversed: Vec<usize> = config.block_out_channels.iter().rev().copied().collect();
-        let reversed_attention: Vec<bool> =
-            config.down_block_has_attention.iter().rev().copied().collect();
+        let reversed_attention: Vec<bool> = config
+            .down_block_has_attention
+            .iter()
+            .rev()
+            .copied()
+            .collect();
         let mut up_blocks = Vec::with_capacity(reversed.len());
         let mut output_channel = reversed[0];
         for i in 0..reversed.len() {

@@ -142,16 +142,17 @@ impl CrossAttnDownBlock2D {
         for i in 0..num_layers {
             let resnet_in = if i == 0 { in_channels } else { out_channels };
             let resnet_config = config.resnet(resnet_in, out_channels);
-            resnets.push(ResnetBlock2D::load(
-                vb.pp("resnets").pp(i),
-                &resnet_config,
-            )?);
+            resnets.push(ResnetBlock2D::load(vb.pp("resnets").pp(i), &resnet_config)?);
             if has_attention {
                 attentions.push(config.transformer(vb.pp("attentions").pp(i), out_channels)?);
             }
         }
         let downsamplers = if add_downsample {
-            Some(Downsample2D::load(vb.pp("downsamplers").pp("0"), out_channels, 1)?)
+            Some(Downsample2D::load(
+                vb.pp("downsamplers").pp("0"),
+                out_channels,
+                1,
+            )?)
         } else {
             None
         };
@@ -260,10 +261,7 @@ impl CrossAttnUpBlock2D {
                 out_channels
             };
             let resnet_config = config.resnet(resnet_in + skip_channels, out_channels);
-            resnets.push(ResnetBlock2D::load(
-                vb.pp("resnets").pp(i),
-                &resnet_config,
-            )?);
+            resnets.push(ResnetBlock2D::load(vb.pp("resnets").pp(i), &resnet_config)?);
             if has_attention {
                 attentions.push(config.transformer(vb.pp("attentions").pp(i), out_channels)?);
             }

@@ -287,9 +287,7 @@ impl AutoEncoderKL {
     /// Encodes an image in `[-1, 1]` (`[B, 3, H, W]`) to the posterior's `(mean, logvar)`, each
     /// `[B, latent, H/8, W/8]`, with logvar clamped to `[-30, 20]` as diffusers does. Not scaled.
     pub fn encode(&self, image: &Tensor) -> Result<(Tensor, Tensor)> {
-        let moments = self
-            .quant_conv
-            .forward(&self.encoder.forward(image)?)?;
+        let moments = self.quant_conv.forward(&self.encoder.forward(image)?)?;
         let latent = self.config.latent_channels;
         let mean = moments.narrow(1, 0, latent)?;
         let logvar = moments.narrow(1, latent, latent)?.clamp(-30f32, 20f32)?;
