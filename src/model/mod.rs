@@ -4,6 +4,7 @@
 //! original LDM layout onto them), and a config inferred from the tensor shapes.
 
 pub mod attention;
+pub mod clip;
 pub mod config;
 pub mod embeddings;
 pub mod layers;
