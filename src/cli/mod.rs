@@ -1,9 +1,61 @@
 //! Command-line front end: clap commands, settings resolution, progress bars and exit codes.
+//!
+//! Only this module prints, reads environment variables or picks exit codes. Data goes to stdout, progress and
+//! logs to stderr.
 
+mod bench;
+mod generate;
+mod progress;
+
+use clap::{Parser, Subcommand};
 use std::process::ExitCode;
+
+/// loraeval: find the best epoch and weight of a face LoRA for Stable Diffusion 1.5.
+#[derive(Debug, Parser)]
+#[command(name = "loraeval", version, about, long_about = None)]
+pub struct Cli {
+    /// More log output on stderr (-v: debug, -vv: trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Render txt2img images from an SD1.5 checkpoint exactly as AUTOMATIC1111 would (CPU RNG source).
+    Generate(generate::GenerateArgs),
+    /// Time one UNet step (CFG batch 2), one VAE decode and one text encode at real SD1.5 shapes.
+    Bench(bench::BenchArgs),
+}
 
 /// Entry point of the binary: parses arguments, runs the command, prints errors with their causes.
 pub fn main() -> ExitCode {
-    eprintln!("loraeval: not implemented yet");
-    ExitCode::FAILURE
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let result = match cli.command {
+        Command::Generate(args) => generate::run(args),
+        Command::Bench(args) => bench::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default_level = match verbose {
+        0 => "warn",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LORAEVAL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

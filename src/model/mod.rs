@@ -8,6 +8,7 @@ pub mod clip;
 pub mod config;
 pub mod embeddings;
 pub mod layers;
+pub mod random_weights;
 pub mod resnet;
 pub mod unet;
 pub mod unet_blocks;

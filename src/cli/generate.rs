@@ -1,0 +1,140 @@
+//! `loraeval generate`: txt2img renders with AUTOMATIC1111 semantics, written as PNGs with infotext.
+
+use super::progress::step_bar;
+use crate::sampling::png_info::write_png_atomic;
+use crate::sampling::samplers::SamplerName;
+use crate::sampling::txt2img::{StableDiffusion, Txt2ImgRequest};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use std::path::{Path, PathBuf};
+
+/// Options of `loraeval generate` (defaults as AUTOMATIC1111 1.10).
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// SD1.5 checkpoint: a single `.safetensors` file (original layout) or a diffusers folder.
+    #[arg(long)]
+    model: PathBuf,
+    /// Prompt, in AUTOMATIC1111 syntax: (word), (word:1.3), [word], BREAK.
+    #[arg(long)]
+    prompt: String,
+    /// Negative prompt.
+    #[arg(long, default_value = "")]
+    negative: String,
+    /// Seed of the first image; -1 or absent picks a random seed, which is printed.
+    #[arg(long, allow_negative_numbers = true)]
+    seed: Option<i64>,
+    /// Sampling steps.
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    /// Classifier-free guidance scale.
+    #[arg(long, default_value_t = 7.0)]
+    cfg: f64,
+    /// Sampler: euler, euler_a, dpmpp_2m, dpmpp_2m_karras, ddim (A1111 names like "DPM++ 2M Karras" work too).
+    #[arg(long, default_value = "dpmpp_2m_karras")]
+    sampler: String,
+    /// Width in pixels (a multiple of 8).
+    #[arg(long, default_value_t = 512)]
+    width: usize,
+    /// Height in pixels (a multiple of 8).
+    #[arg(long, default_value_t = 512)]
+    height: usize,
+    /// CLIP skip: 1 uses the last text-encoder layer, 2 the one before (A1111's setting).
+    #[arg(long, default_value_t = 1)]
+    clip_skip: usize,
+    /// Number of images; image i uses seed+i.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Output PNG; with --batch N > 1, files are named <stem>-<i>.png.
+    #[arg(long)]
+    out: PathBuf,
+    /// Overwrite existing output files.
+    #[arg(long)]
+    force: bool,
+}
+
+fn resolve_seed(seed: Option<i64>) -> Result<u64> {
+    match seed {
+        None | Some(-1) => Ok(random_seed()),
+        Some(value) if value >= 0 => Ok(value as u64),
+        Some(value) => {
+            bail!("--seed {value} is invalid: use a non-negative seed or -1 for a random one")
+        }
+    }
+}
+
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.finish() % (1u64 << 32)
+}
+
+fn output_paths(out: &Path, batch: usize) -> Vec<PathBuf> {
+    if batch == 1 {
+        return vec![out.to_path_buf()];
+    }
+    let stem = out
+        .file_stem()
+        .map_or_else(|| "image".into(), |s| s.to_string_lossy().into_owned());
+    let extension = out
+        .extension()
+        .map_or_else(|| "png".into(), |e| e.to_string_lossy().into_owned());
+    (0..batch)
+        .map(|i| out.with_file_name(format!("{stem}-{i}.{extension}")))
+        .collect()
+}
+
+fn check_outputs(paths: &[PathBuf], force: bool) -> Result<()> {
+    for path in paths {
+        if path.exists() && !force {
+            bail!(
+                "{} already exists (use --force to overwrite)",
+                path.display()
+            );
+        }
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if !parent.is_dir() {
+            bail!("output folder {} does not exist", parent.display());
+        }
+    }
+    Ok(())
+}
+
+/// Runs `generate`: validates everything, loads the model, renders, writes the PNGs.
+pub fn run(args: GenerateArgs) -> Result<()> {
+    let seed = resolve_seed(args.seed)?;
+    let sampler = SamplerName::parse(&args.sampler)?;
+    let request = Txt2ImgRequest {
+        prompt: args.prompt.clone(),
+        negative: args.negative.clone(),
+        seed,
+        steps: args.steps,
+        cfg: args.cfg,
+        sampler,
+        width: args.width,
+        height: args.height,
+        clip_skip: args.clip_skip,
+        batch: args.batch,
+    };
+    request.validate()?;
+    let paths = output_paths(&args.out, args.batch);
+    check_outputs(&paths, args.force)?;
+    let model = StableDiffusion::load(&args.model)
+        .with_context(|| format!("loading model {}", args.model.display()))?;
+    let bar = step_bar(args.steps as u64, "sampling");
+    let images = model.txt2img(&request, &mut |step, _| bar.set_position(step as u64))?;
+    bar.finish_and_clear();
+    for (index, (image, path)) in images.iter().zip(&paths).enumerate() {
+        let infotext = model.infotext(&request, index);
+        write_png_atomic(path, &image.pixels, &infotext, args.force)?;
+        println!("{}\tseed {}", path.display(), image.seed);
+    }
+    Ok(())
+}
