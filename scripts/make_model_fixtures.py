@@ -3,20 +3,20 @@
 
 Made with: /opt/ref/bin/python (Python 3.11), torch 2.12.1 (CPU), diffusers 0.42.1, safetensors 0.8.0, numpy 1.26.4.
 
-Usage:
-    /opt/ref/bin/python scripts/make_model_fixtures.py [--model DIR] [--create-tiny DIR] [--out DIR]
+Usage (from the repository root):
+    /opt/ref/bin/python scripts/make_model_fixtures.py [--model DIR] [--out DIR]
 
---model DIR        a diffusers folder with unet/ and vae/ (default: tests/fixtures/tiny/diffusers)
---create-tiny DIR  instead, build a small random SD1.5-topology UNet (block_out_channels (16, 16, 24, 24),
-                   GroupNorm 8 groups, 8 heads, cross_attention_dim 24) and VAE (same channels and groups) with
-                   fixed seeds, save them as a diffusers folder (f32 safetensors, < 3 MB) in DIR, and use that.
-                   The channel change exercises conv_shortcut; 8 groups keep the files small.
---out DIR          where to write unet_parity.safetensors and vae_parity.safetensors (default
-                   tests/fixtures/models)
+Two models are checked:
+- `tiny`: the in-repo tiny model, --model (default tests/fixtures/tiny/diffusers, made by make_tiny_model.py;
+  all widths 32, so only up-path UNet resnets have a conv_shortcut).
+- `uneven`: a small random SD1.5-topology UNet (block_out_channels (8, 16, 16, 16), GroupNorm 8 groups, 8 heads,
+  cross_attention_dim 16) and VAE (block_out_channels (8, 8, 16, 16), 8 groups) with fixed seeds, written by this
+  script as a diffusers folder (f32 safetensors) to <out>/uneven; its channel changes exercise the conv_shortcut of
+  down-path UNet resnets and of VAE encoder/decoder resnets.
 
-Everything runs in float32 on the CPU, as the engine does. The inputs are drawn from a fixed torch seed and saved
-next to the outputs, so the Rust tests feed exactly the same numbers. The float64 run of the same modules is
-printed as the float32 noise floor.
+Outputs in --out (default tests/fixtures/models): unet_parity_<model>.safetensors and vae_parity_<model>.safetensors
+with the inputs and diffusers' outputs.
+
 """
 
 import argparse
@@ -30,8 +30,8 @@ from safetensors.torch import save_file
 TIMESTEP = 617.37
 
 
-def create_tiny(folder):
-    """A random UNet/VAE with the SD1.5 topology, small enough to commit."""
+def create_uneven(folder):
+    """A random UNet/VAE with the SD1.5 topology and channel changes between levels, small enough to commit."""
     torch.manual_seed(1234)
     unet = UNet2DConditionModel(
         sample_size=8,
@@ -39,9 +39,9 @@ def create_tiny(folder):
         out_channels=4,
         down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-        block_out_channels=(16, 16, 24, 24),
+        block_out_channels=(8, 16, 16, 16),
         layers_per_block=2,
-        cross_attention_dim=24,
+        cross_attention_dim=16,
         attention_head_dim=8,
         norm_num_groups=8,
         norm_eps=1e-5,
@@ -54,7 +54,7 @@ def create_tiny(folder):
         out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * 4,
         up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(16, 16, 24, 24),
+        block_out_channels=(8, 8, 16, 16),
         layers_per_block=2,
         latent_channels=4,
         norm_num_groups=8,
@@ -126,36 +126,37 @@ def report(label, f32, f64):
         print(f"{label} {name}: shape {tuple(f32[name].shape)} max|ref| {scale:.4g} f32-vs-f64 {diff:.3g}")
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--model", default="tests/fixtures/tiny/diffusers")
-    parser.add_argument("--create-tiny")
-    parser.add_argument("--out", default="tests/fixtures/models")
-    args = parser.parse_args()
-    model_dir = args.model
-    if args.create_tiny:
-        create_tiny(args.create_tiny)
-        model_dir = args.create_tiny
-    torch.set_num_threads(2)
-    os.makedirs(args.out, exist_ok=True)
-
+def make_fixtures(model_dir, out_dir, tag):
     unet = UNet2DConditionModel.from_pretrained(os.path.join(model_dir, "unet"), torch_dtype=torch.float32).eval()
     gen = torch.Generator().manual_seed(20240617)
     tensors, runs = unet_cases(unet, gen)
     out32 = run_unet(unet, tensors, runs, torch.float32)
     out64 = run_unet(copy.deepcopy(unet).double(), tensors, runs, torch.float64)
-    report("unet", out32, out64)
+    report(f"{tag} unet", out32, out64)
     save_file({k: v.contiguous() for k, v in {**tensors, **out32}.items()},
-              os.path.join(args.out, "unet_parity.safetensors"))
+              os.path.join(out_dir, f"unet_parity_{tag}.safetensors"))
 
     vae = AutoencoderKL.from_pretrained(os.path.join(model_dir, "vae"), torch_dtype=torch.float32).eval()
     gen = torch.Generator().manual_seed(20240618)
     tensors = vae_cases(gen)
     out32 = run_vae(vae, tensors, torch.float32)
     out64 = run_vae(copy.deepcopy(vae).double(), tensors, torch.float64)
-    report("vae", out32, out64)
+    report(f"{tag} vae", out32, out64)
     save_file({k: v.contiguous() for k, v in {**tensors, **out32}.items()},
-              os.path.join(args.out, "vae_parity.safetensors"))
+              os.path.join(out_dir, f"vae_parity_{tag}.safetensors"))
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="tests/fixtures/tiny/diffusers")
+    parser.add_argument("--out", default="tests/fixtures/models")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    os.makedirs(args.out, exist_ok=True)
+    make_fixtures(args.model, args.out, "tiny")
+    uneven_dir = os.path.join(args.out, "uneven")
+    create_uneven(uneven_dir)
+    make_fixtures(uneven_dir, args.out, "uneven")
 
 
 if __name__ == "__main__":

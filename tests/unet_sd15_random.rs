@@ -12,9 +12,12 @@ use loraeval::model::config::{UNetConfig, VaeConfig};
 use loraeval::model::unet::UNet2DConditionModel;
 use loraeval::model::vae::AutoEncoderKL;
 
+/// Name → shape of every tensor a model asked for.
+type RequestLog = Arc<Mutex<HashMap<String, Vec<usize>>>>;
+
 /// Hands out random tensors of the requested shape and records every name and shape asked for.
 struct RandomBackend {
-    requested: Arc<Mutex<HashMap<String, Vec<usize>>>>,
+    requested: RequestLog,
 }
 
 impl SimpleBackend for RandomBackend {
@@ -52,7 +55,7 @@ impl SimpleBackend for RandomBackend {
     }
 }
 
-fn random_var_builder() -> (VarBuilder<'static>, Arc<Mutex<HashMap<String, Vec<usize>>>>) {
+fn random_var_builder() -> (VarBuilder<'static>, RequestLog) {
     let requested = Arc::new(Mutex::new(HashMap::new()));
     let backend = RandomBackend {
         requested: requested.clone(),
