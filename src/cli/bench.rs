@@ -81,7 +81,7 @@ fn bench_text(args: &BenchArgs, device: &Device) -> Result<f64> {
 /// Runs the benchmark and prints the medians.
 pub fn run(args: BenchArgs) -> Result<()> {
     ensure!(
-        args.size >= 64 && args.size % 64 == 0,
+        args.size >= 64 && args.size.is_multiple_of(64),
         "--size {} must be a multiple of 64",
         args.size
     );

@@ -21,7 +21,7 @@ use std::path::Path;
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     #[error(transparent)]
-    Weights(#[from] WeightsError),
+    Weights(Box<WeightsError>),
     #[error(transparent)]
     Text(#[from] TextError),
     #[error(transparent)]
@@ -32,6 +32,12 @@ pub enum PipelineError {
     UnsupportedExtraNetwork(String),
     #[error("model computation failed: {0}")]
     Compute(#[from] candle_core::Error),
+}
+
+impl From<WeightsError> for PipelineError {
+    fn from(error: WeightsError) -> Self {
+        PipelineError::Weights(Box::new(error))
+    }
 }
 
 /// One txt2img job: A1111's main settings.
@@ -60,13 +66,13 @@ impl Txt2ImgRequest {
     /// Checks the settings before any work is done.
     pub fn validate(&self) -> Result<(), PipelineError> {
         let invalid = |message: String| Err(PipelineError::InvalidSetting(message));
-        if self.width == 0 || self.width % 8 != 0 {
+        if self.width == 0 || !self.width.is_multiple_of(8) {
             return invalid(format!(
                 "width {} must be a positive multiple of 8",
                 self.width
             ));
         }
-        if self.height == 0 || self.height % 8 != 0 {
+        if self.height == 0 || !self.height.is_multiple_of(8) {
             return invalid(format!(
                 "height {} must be a positive multiple of 8",
                 self.height
