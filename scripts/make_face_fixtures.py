@@ -9,7 +9,8 @@ For each photo: decode the JPEG with dlib.load_rgb_image and save the decoded pi
 tests see exactly dlib's pixels, independent of JPEG decoders); then for the HOG detector (upsample 1,
 fast) and the CNN detector (mmod_human_face_detector, upsample 1 and 0; slow) record the boxes, the 5-point
 landmarks for each box, dlib.get_face_chip(img, shape, 150, 0.25) as PNG and
-compute_face_descriptor(img, shape, 0, 0.25). Also the landmarks on the grayscale image
+compute_face_descriptor(img, shape, 0, 0.25). Also dlib's jitter of one chip (see make_jitter_reference)
+and the landmarks on the grayscale image
 (dlib's rgb->gray conversion) for the HOG boxes. JSON is rewritten after every photo.
 
 Also writes odd/: tiny images in unusual layouts (grey, 16-bit, alpha, palette, CMYK JPEG, truncated, not an
@@ -135,6 +136,35 @@ def src_dir_default():
     return _SRC[0]
 
 
+def make_jitter_reference(src, models, out, sp, cnn):
+    """dlib's jitter of one face chip. Must run before anything else jitters: dlib.jitter_image uses a static
+    dlib::rand (default seed) and a fresh face_recognition_model_v1 has its own fresh dlib::rand, so both
+    sequences start from mt19937's default state."""
+    photo = "2008_001009.jpg"
+    img = dlib.load_rgb_image(os.path.join(src, photo))
+    rect = cnn(img, 1)[0].rect
+    shape = sp(img, rect)
+    chip = np.asarray(dlib.get_face_chip(img, shape, size=150, padding=0.25))
+    crops = dlib.jitter_image(chip, num_jitters=4)
+    names = []
+    for i, crop in enumerate(crops):
+        name = f"jitter_{i}.png"
+        Image.fromarray(np.asarray(crop)).save(os.path.join(out, "chips", name))
+        names.append(name)
+    fresh = dlib.face_recognition_model_v1(os.path.join(models, "dlib_face_recognition_resnet_model_v1.dat"))
+    desc = fresh.compute_face_descriptor(img, shape, 4, 0.25)
+    return {
+        "photo": photo,
+        "rect": rect_list(rect),
+        "landmarks": [[shape.part(i).x, shape.part(i).y] for i in range(shape.num_parts)],
+        "note": "crops = dlib.jitter_image(get_face_chip(img, shape, 150, 0.25), num_jitters=4), first call in "
+                "the process; descriptor_jitter4 = fresh model's compute_face_descriptor(img, shape, 4, 0.25), "
+                "the mean of the net over the same 4 jitters of the chip",
+        "crops": names,
+        "descriptor_jitter4": [float(v) for v in desc],
+    }
+
+
 def main():
     src, models, out = sys.argv[1], sys.argv[2], sys.argv[3]
     _SRC.append(src)
@@ -149,6 +179,7 @@ def main():
     os.makedirs(os.path.join(out, "chips"), exist_ok=True)
     ref = {"generator": "scripts/make_face_fixtures.py", "dlib": dlib.__version__, "images": []}
     json_path = os.path.join(out, "reference.json")
+    ref["jitter"] = make_jitter_reference(src, models, out, sp, cnn)
     for photo in photos:
         stem = os.path.splitext(photo)[0]
         img = dlib.load_rgb_image(os.path.join(src, photo))

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use image::GrayImage;
-use loraeval::face::align::face_chip;
+use loraeval::face::align::{face_chip, jitter_image, DlibRand};
 use loraeval::face::image_io::load_rgb_image;
 use loraeval::face::shape_predictor::ShapePredictor;
 use loraeval::face::{Point, Rect};
@@ -134,4 +134,29 @@ fn chips_match_dlib() {
     eprintln!("chips: {count} chips, max abs diff {worst}, mean abs diff {mean_diff:.5}");
     // rounding instead of truncating, or a rounded pyramid, gives means of 0.49 / 0.04 with max diff 1
     assert!(mean_diff <= 0.01, "mean abs diff {mean_diff}");
+}
+
+#[test]
+fn jitter_matches_dlib() {
+    let reference = reference();
+    let jitter = &reference["jitter"];
+    let photo = jitter["photo"].as_str().unwrap().replace(".jpg", ".png");
+    let img = load_rgb_image(&fixtures().join(photo)).unwrap();
+    let chip = face_chip(&img, &points_of(&jitter["landmarks"])).unwrap();
+    let mut rnd = DlibRand::new();
+    for name in jitter["crops"].as_array().unwrap() {
+        let expected =
+            load_rgb_image(&fixtures().join("chips").join(name.as_str().unwrap())).unwrap();
+        let got = jitter_image(&chip, &mut rnd).unwrap();
+        let diffs: Vec<u8> = got
+            .as_raw()
+            .iter()
+            .zip(expected.as_raw())
+            .map(|(a, b)| a.abs_diff(*b))
+            .collect();
+        let max = diffs.iter().copied().max().unwrap();
+        let mean = diffs.iter().map(|&d| f64::from(d)).sum::<f64>() / diffs.len() as f64;
+        eprintln!("{name}: max abs diff {max}, mean {mean:.5}");
+        assert!(max <= 2 && mean <= 0.01, "{name}: max {max}, mean {mean}");
+    }
 }
