@@ -716,6 +716,8 @@ mod tests {
             .collect();
         let chip = face_chip(&img, &pts).unwrap();
         assert!(chip.pixels().all(|p| p.0 == [0, 0, 0]));
+        let absurd = [i64::MAX, i64::MIN, 0, i64::MAX, 7].map(|v| Point { x: v, y: v / 3 });
+        let _ = face_chip(&img, &absurd);
         assert!(face_chip(&RgbImage::new(0, 0), &pts).is_ok());
     }
 }
