@@ -105,3 +105,48 @@ fn single_file_checkpoint_matches_reference_renders() {
 fn diffusers_folder_matches_reference_renders() {
     check_all_cases(&fixture_dir().join("diffusers"));
 }
+
+/// The public fixture of the project's shared folder (`sd15-tiny/`, its own cases.json with `w`/`h`/`lora`),
+/// checked when `LORAEVAL_SHARED_FIXTURES` points at it; LoRA cases are left to the LoRA tests.
+#[test]
+fn shared_fixture_matches_when_available() {
+    let Some(folder) = std::env::var_os("LORAEVAL_SHARED_FIXTURES").map(PathBuf::from) else {
+        eprintln!("skipped: set LORAEVAL_SHARED_FIXTURES=<shared>/fixtures/sd15-tiny to check the shared renders");
+        return;
+    };
+    let text = std::fs::read_to_string(folder.join("cases.json")).expect("shared cases.json");
+    let cases: Vec<serde_json::Value> =
+        serde_json::from_str(&text).expect("shared cases.json parses");
+    for layout in ["tiny-sd15.safetensors", "diffusers"] {
+        let model = StableDiffusion::load(&folder.join(layout)).expect("shared model loads");
+        for case in cases.iter().filter(|case| case["lora"].is_null()) {
+            let request = Txt2ImgRequest {
+                prompt: case["prompt"].as_str().unwrap().to_string(),
+                negative: case["negative"].as_str().unwrap().to_string(),
+                seed: case["seed"].as_u64().unwrap(),
+                steps: case["steps"].as_u64().unwrap() as usize,
+                cfg: case["cfg"].as_f64().unwrap(),
+                sampler: SamplerName::parse(case["sampler"].as_str().unwrap()).unwrap(),
+                width: case["w"].as_u64().unwrap() as usize,
+                height: case["h"].as_u64().unwrap() as usize,
+                clip_skip: 1,
+                batch: 1,
+            };
+            let image = &model.txt2img(&request, &mut |_, _| {}).expect("render")[0];
+            let reference = image::open(folder.join(case["image"].as_str().unwrap()))
+                .unwrap()
+                .to_rgb8();
+            let (mean, within, max) = compare(&image.pixels, &reference);
+            eprintln!(
+                "shared {layout} {}: mean {mean:.4}, within 4: {:.4}%, max {max}",
+                case["name"],
+                within * 100.0
+            );
+            assert!(
+                mean <= 0.5 && within >= 0.999,
+                "shared case {} out of tolerance",
+                case["name"]
+            );
+        }
+    }
+}
