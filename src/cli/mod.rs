@@ -29,7 +29,7 @@ enum Command {
     /// Time one UNet step (CFG batch 2), one VAE decode and one text encode at real SD1.5 shapes.
     Bench(bench::BenchArgs),
     /// Render an X/Y/Z plot (e.g. LoRA epochs x weights) as A1111 does, into a resumable, shardable run folder.
-    Grid(grid::GridArgs),
+    Grid(Box<grid::GridArgs>),
 }
 
 /// Entry point of the binary: parses arguments, runs the command, prints errors with their causes.
@@ -39,7 +39,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Generate(args) => generate::run(args).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => bench::run(args).map(|()| ExitCode::SUCCESS),
-        Command::Grid(args) => grid::run(args),
+        Command::Grid(args) => grid::run(*args),
     };
     match result {
         Ok(code) => code,
