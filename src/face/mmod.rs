@@ -1,0 +1,1 @@
+//! CNN face detector (MMOD); work in progress.
