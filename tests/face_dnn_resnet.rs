@@ -93,7 +93,7 @@ fn descriptors_match_dlib() {
         want.copy_from_slice(reference);
         let d = descriptor_distance(&want, got);
         eprintln!("{name}: L2 to dlib = {d:.2e}");
-        assert!(d <= 1e-3, "{name}: L2 distance to dlib descriptor {d}");
+        assert!(d <= 1e-4, "{name}: L2 distance to dlib descriptor {d}");
     }
     // Same single-chip path as the batch.
     assert_eq!(embedder.embed(&chips[0]).expect("embed"), ours[0]);
