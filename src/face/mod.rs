@@ -55,3 +55,71 @@ impl FaceError {
         }
     }
 }
+
+/// An integer rectangle with inclusive corners, like `dlib::rectangle` (width = right − left + 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Rect {
+    pub left: i64,
+    pub top: i64,
+    pub right: i64,
+    pub bottom: i64,
+}
+
+impl Rect {
+    /// Rectangle from inclusive corners.
+    pub fn new(left: i64, top: i64, right: i64, bottom: i64) -> Self {
+        Rect {
+            left,
+            top,
+            right,
+            bottom,
+        }
+    }
+
+    /// dlib width: `right − left + 1` (0 for empty rectangles).
+    pub fn width(&self) -> i64 {
+        (self.right - self.left + 1).max(0)
+    }
+
+    /// dlib height: `bottom − top + 1` (0 for empty rectangles).
+    pub fn height(&self) -> i64 {
+        (self.bottom - self.top + 1).max(0)
+    }
+
+    /// Inclusive area as dlib computes it.
+    pub fn area(&self) -> i64 {
+        self.width() * self.height()
+    }
+
+    /// Intersection (may be empty).
+    pub fn intersect(&self, other: &Rect) -> Rect {
+        Rect::new(
+            self.left.max(other.left),
+            self.top.max(other.top),
+            self.right.min(other.right),
+            self.bottom.min(other.bottom),
+        )
+    }
+
+    /// Intersection over true union of inclusive areas (0 if both are empty).
+    pub fn iou(&self, other: &Rect) -> f64 {
+        let inter = self.intersect(other).area();
+        let union = self.area() + other.area() - inter;
+        if union <= 0 {
+            return 0.0;
+        }
+        inter as f64 / union as f64
+    }
+}
+
+/// An integer pixel position (landmark), like `dlib::point`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Point {
+    pub x: i64,
+    pub y: i64,
+}
+
+/// Rounds like dlib's conversion of a floating point vector to an integer point: `floor(v + 0.5)`.
+pub(crate) fn round_half_up(v: f64) -> i64 {
+    (v + 0.5).floor() as i64
+}
