@@ -11,6 +11,10 @@ Outputs in tests/fixtures/faces_dnn/:
   descriptors.json    dlib face_recognition_model_v1.compute_face_descriptor(chip) for every chip
   det_*.png           photos downscaled with PIL (LANCZOS) and stored losslessly, so Rust sees dlib's pixels
   detections.json     dlib cnn_face_detection_model_v1(img, upsample) boxes (l,t,r,b inclusive) + confidence
+  resize_rgb_*.png    a crop of det_2008_002506.png and dlib.resize_image of it to pyramid_up's size
+                      ((2*rows+1) x (2*cols+2)), i.e. what dlib's pyramid_up produces for upsampling
+  resize_f32.bin      little-endian f32: a 23x31 ramp+noise image, then dlib.resize_image of it to 19x25
+                      and to 40x50 (the float bilinear resize used inside the detector's input pyramid)
 """
 import json
 import os
@@ -88,10 +92,26 @@ def make_detections():
         json.dump({"dlib": dlib.__version__, "cases": records}, f, indent=1)
 
 
+def make_resize():
+    img = load_rgb(os.path.join(OUT, "det_2008_002506.png"))[40:87, 100:161].copy()  # 47 rows x 61 cols
+    Image.fromarray(img).save(os.path.join(OUT, "resize_rgb_in.png"))
+    up = dlib.resize_image(img, 2 * img.shape[0] + 1, 2 * img.shape[1] + 2)
+    Image.fromarray(up).save(os.path.join(OUT, "resize_rgb_up.png"))
+    rng = np.random.default_rng(0)
+    src = (np.add.outer(np.arange(23), np.arange(31)) / 50.0 + rng.standard_normal((23, 31))).astype(np.float32)
+    down = dlib.resize_image(src, 19, 25).astype(np.float32)
+    upf = dlib.resize_image(src, 40, 50).astype(np.float32)
+    with open(os.path.join(OUT, "resize_f32.bin"), "wb") as f:
+        f.write(src.astype("<f4").tobytes() + down.astype("<f4").tobytes() + upf.astype("<f4").tobytes())
+    print("resize fixtures", up.shape, down.shape, upf.shape)
+
+
 if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
-    what = sys.argv[1:] or ["chips", "detections"]
+    what = sys.argv[1:] or ["chips", "detections", "resize"]
     if "chips" in what:
         make_chips()
     if "detections" in what:
         make_detections()
+    if "resize" in what:
+        make_resize()

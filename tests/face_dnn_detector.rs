@@ -4,15 +4,18 @@
 use std::path::{Path, PathBuf};
 
 use loraeval::face::dnn::{parse_dnn, InputRecord, LossRecord};
-use loraeval::face::mmod::{FaceDetector, Detection};
+use loraeval::face::mmod::{pyramid_up, resize_bilinear_f32, Detection, FaceDetector};
 use loraeval::face::{FaceError, Rect};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/faces_dnn").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/faces_dnn")
+        .join(name)
 }
 
 fn model_bytes() -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/face/mmod_human_face_detector.dat");
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/face/mmod_human_face_detector.dat");
     std::fs::read(path).expect("vendored model")
 }
 
@@ -52,12 +55,24 @@ fn detector_file_parses_to_the_documented_layout() {
     let dnn = parse_dnn(&bytes, Path::new("mmod.dat")).expect("parses");
     assert_eq!(dnn.wrapper_versions.len(), 19);
     assert_eq!(dnn.layers.len(), 19);
-    let LossRecord::Mmod(options) = &dnn.loss else { panic!("not mmod") };
-    assert_eq!((options.detector_windows[0].width, options.detector_windows[0].height), (80, 80));
+    let LossRecord::Mmod(options) = &dnn.loss else {
+        panic!("not mmod")
+    };
+    assert_eq!(
+        (
+            options.detector_windows[0].width,
+            options.detector_windows[0].height
+        ),
+        (80, 80)
+    );
     assert!((options.overlaps_nms.iou_thresh - 0.3382761351).abs() < 1e-9);
     assert!(matches!(
         dnn.input,
-        InputRecord::RgbImagePyramid { pyramid_padding: 10, pyramid_outer_padding: 11, .. }
+        InputRecord::RgbImagePyramid {
+            pyramid_padding: 10,
+            pyramid_outer_padding: 11,
+            ..
+        }
     ));
     assert_eq!(dnn.layers[0].offset, 135);
     assert_eq!(dnn.layers.last().map(|l| l.offset), Some(715255));
@@ -69,7 +84,9 @@ fn corrupt_detector_error_names_file_and_offset() {
     let mut bytes = model_bytes();
     bytes[135 + 2] = b'X'; // first layer tag "con_4" -> "Xon_4"
     let err = FaceDetector::from_bytes(&bytes, Path::new("bad.dat")).expect_err("must fail");
-    let FaceError::ModelParse { offset, .. } = &err else { panic!("wrong error {err:?}") };
+    let FaceError::ModelParse { offset, .. } = &err else {
+        panic!("wrong error {err:?}")
+    };
     assert_eq!(*offset, 135);
     assert!(err.to_string().contains("bad.dat"), "{err}");
 }
@@ -108,12 +125,60 @@ fn detections_match_dlib_at_upsample_0_and_1() {
         assert_eq!(ours.len(), case.detections.len(), "{label}: ours {ours:?}");
         let mut used = vec![false; ours.len()];
         for (want, want_conf) in &case.detections {
-            let got = best_match(want, &ours, &mut used).unwrap_or_else(|| panic!("{label}: no match for {want:?}"));
+            let got = best_match(want, &ours, &mut used)
+                .unwrap_or_else(|| panic!("{label}: no match for {want:?}"));
             let iou = got.rect.iou(want);
             let dconf = (got.confidence - want_conf).abs();
             eprintln!("{label}: {want:?} IoU {iou:.4} confidence diff {dconf:.2e}");
-            assert!(iou >= 0.9, "{label}: IoU {iou} for {want:?} vs {:?}", got.rect);
-            assert!(dconf <= 1e-3, "{label}: confidence {} vs {want_conf}", got.confidence);
+            assert!(
+                iou >= 0.9,
+                "{label}: IoU {iou} for {want:?} vs {:?}",
+                got.rect
+            );
+            assert!(
+                dconf <= 1e-3,
+                "{label}: confidence {} vs {want_conf}",
+                got.confidence
+            );
         }
+    }
+}
+
+#[test]
+fn pyramid_up_matches_dlib_resize_exactly() {
+    let input = image::open(fixture("resize_rgb_in.png"))
+        .expect("png")
+        .to_rgb8();
+    let want = image::open(fixture("resize_rgb_up.png"))
+        .expect("png")
+        .to_rgb8();
+    let got = pyramid_up(&input);
+    assert_eq!((got.width(), got.height()), (want.width(), want.height()));
+    let differing = got
+        .pixels()
+        .zip(want.pixels())
+        .filter(|(a, b)| a != b)
+        .count();
+    assert_eq!(differing, 0, "{differing} pixels differ from dlib");
+}
+
+#[test]
+fn float_bilinear_resize_matches_dlib() {
+    let bytes = std::fs::read(fixture("resize_f32.bin")).expect("bin");
+    let floats: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let (src, rest) = floats.split_at(23 * 31);
+    let (down, up) = rest.split_at(19 * 25);
+    for (want, nr, nc) in [(down, 19, 25), (up, 40, 50)] {
+        let mut got = vec![0.0f32; nr * nc];
+        resize_bilinear_f32(src, 23, 31, &mut got, nr, nc);
+        let worst = got
+            .iter()
+            .zip(want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst <= 1e-6, "{nr}x{nc}: max abs diff {worst}");
     }
 }

@@ -8,11 +8,14 @@ use loraeval::face::resnet::{descriptor_distance, FaceEmbedder, DESCRIPTOR_LEN};
 use loraeval::face::FaceError;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/faces_dnn").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/faces_dnn")
+        .join(name)
 }
 
 fn model_bytes() -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/face/dlib_face_recognition_resnet_model_v1.dat");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("assets/face/dlib_face_recognition_resnet_model_v1.dat");
     std::fs::read(path).expect("vendored model")
 }
 
@@ -44,37 +47,71 @@ fn resnet_file_parses_to_the_documented_layout() {
     assert_eq!(dnn.wrapper_versions.len(), 130);
     assert_eq!(dnn.layers.len(), 108);
     match dnn.loss {
-        LossRecord::Metric { margin, dist_thresh } => {
+        LossRecord::Metric {
+            margin,
+            dist_thresh,
+        } => {
             assert!((margin - 0.04).abs() < 1e-7);
             assert!((dist_thresh - 0.6).abs() < 1e-7);
         }
         other => panic!("unexpected loss {other:?}"),
     }
-    assert!(matches!(dnn.input, InputRecord::RgbImageSized { nr: 150, nc: 150, .. }));
+    assert!(matches!(
+        dnn.input,
+        InputRecord::RgbImageSized {
+            nr: 150,
+            nc: 150,
+            ..
+        }
+    ));
     assert_eq!(dnn.layers[0].offset, 334);
     assert_eq!(dnn.layers[1].offset, 19381);
     assert_eq!(dnn.layers.last().map(|l| l.offset), Some(22334900));
-    let Layer::Con { conv, .. } = &dnn.layers[0].layer else { panic!("first layer is not con_") };
-    assert_eq!((conv.num_filters, conv.k_in, conv.nr, conv.stride_y, conv.padding_y), (32, 3, 7, 2, 0));
+    let Layer::Con { conv, .. } = &dnn.layers[0].layer else {
+        panic!("first layer is not con_")
+    };
+    assert_eq!(
+        (
+            conv.num_filters,
+            conv.k_in,
+            conv.nr,
+            conv.stride_y,
+            conv.padding_y
+        ),
+        (32, 3, 7, 2, 0)
+    );
     assert!((conv.filters[0] + 0.029330).abs() < 1e-6);
     let count = |tag: &str| dnn.layers.iter().filter(|l| l.tag == tag).count();
-    assert_eq!((count("con_4"), count("affine_"), count("add_prev_"), count("avg_pool_2")), (29, 29, 14, 5));
+    assert_eq!(
+        (
+            count("con_4"),
+            count("affine_"),
+            count("add_prev_"),
+            count("avg_pool_2")
+        ),
+        (29, 29, 14, 5)
+    );
 }
 
 #[test]
 fn truncated_model_error_names_file_and_offset() {
     let bytes = model_bytes();
-    let err = FaceEmbedder::from_bytes(&bytes[..20000], Path::new("cut.dat")).expect_err("must fail");
-    let FaceError::ModelParse { file, offset, .. } = &err else { panic!("wrong error {err:?}") };
+    let err =
+        FaceEmbedder::from_bytes(&bytes[..20000], Path::new("cut.dat")).expect_err("must fail");
+    let FaceError::ModelParse { file, offset, .. } = &err else {
+        panic!("wrong error {err:?}")
+    };
     assert_eq!(file, Path::new("cut.dat"));
-    assert!(offset >= &19381 && offset <= &20000, "offset {offset}");
+    assert!((19381..=20000).contains(offset), "offset {offset}");
     assert!(err.to_string().contains("cut.dat"), "{err}");
 }
 
 #[test]
 fn wrong_chip_size_is_an_error() {
     let embedder = FaceEmbedder::load_embedded().expect("model");
-    let err = embedder.embed(&image::RgbImage::new(100, 150)).expect_err("must fail");
+    let err = embedder
+        .embed(&image::RgbImage::new(100, 150))
+        .expect_err("must fail");
     assert!(err.to_string().contains("100x150"), "{err}");
 }
 

@@ -89,9 +89,15 @@ pub struct LayerRecord {
 #[derive(Clone, Debug)]
 pub enum Layer {
     /// `con_`; `use_relu` is con_6's fused relu.
-    Con { conv: Conv, use_relu: bool },
+    Con {
+        conv: Conv,
+        use_relu: bool,
+    },
     /// `affine_` or a folded `bn_`; `fc_mode` means one gamma/beta per element instead of per channel.
-    Affine { affine: Affine, fc_mode: bool },
+    Affine {
+        affine: Affine,
+        fc_mode: bool,
+    },
     Relu,
     MaxPool(Pool),
     AvgPool(Pool),
@@ -183,7 +189,11 @@ fn read_mmod_options(r: &mut Reader) -> Result<MmodOptions, FaceError> {
     let truth_match_iou_threshold = r.read_f64()?;
     let overlaps_nms = read_box_overlap(r)?;
     let overlaps_ignore = read_box_overlap(r)?;
-    let assume_image_pyramid = if version >= 3 { r.read_u8()? != 0 } else { true };
+    let assume_image_pyramid = if version >= 3 {
+        r.read_u8()? != 0
+    } else {
+        true
+    };
     let (use_bounding_box_regression, bbr_lambda) = if version >= 4 {
         (r.read_bool()?, r.read_f64()?)
     } else {
@@ -285,15 +295,21 @@ fn read_input(r: &mut Reader) -> Result<InputRecord, FaceError> {
 
 /// After each layer record: 3 bools, x_grad, cached_output, params_grad/grad_final and, for the
 /// innermost add_layer of version 3, the sample expansion factor.
-fn read_add_layer_trailer(r: &mut Reader, innermost: bool, innermost_version: i64) -> Result<(), FaceError> {
+fn read_add_layer_trailer(
+    r: &mut Reader,
+    innermost: bool,
+    innermost_version: i64,
+) -> Result<(), FaceError> {
     for _ in 0..3 {
         r.read_bool().map_err(|e| e.context("add_layer flags"))?;
     }
     for _ in 0..3 {
-        r.read_tensor().map_err(|e| e.context("add_layer state tensor"))?;
+        r.read_tensor()
+            .map_err(|e| e.context("add_layer state tensor"))?;
     }
     if innermost && innermost_version == 3 {
-        r.read_u32().map_err(|e| e.context("sample_expansion_factor"))?;
+        r.read_u32()
+            .map_err(|e| e.context("sample_expansion_factor"))?;
     }
     Ok(())
 }
@@ -307,7 +323,11 @@ fn read_layer(r: &mut Reader) -> Result<LayerRecord, FaceError> {
         "affine_" | "affine_2" => read_affine(r, &tag, offset),
         "bn_con2" | "bn_fc2" => read_bn(r, &tag, offset),
         "relu_" => Ok(Layer::Relu),
-        "relu_2" => Ok(if r.read_bool()? { Layer::Identity } else { Layer::Relu }),
+        "relu_2" => Ok(if r.read_bool()? {
+            Layer::Identity
+        } else {
+            Layer::Relu
+        }),
         "max_pool_2" => Ok(Layer::MaxPool(read_pool(r)?)),
         "avg_pool_2" => Ok(Layer::AvgPool(read_pool(r)?)),
         "add_prev_" => Ok(Layer::AddPrev),
@@ -346,18 +366,37 @@ fn read_con(r: &mut Reader, tag: &str, offset: usize) -> Result<Layer, FaceError
     let biases = r.read_alias_tensor()?;
     read_multipliers(r)?;
     let use_bias = if tag != "con_4" { r.read_bool()? } else { true };
-    let use_relu = if tag == "con_6" { r.read_bool()? } else { false };
+    let use_relu = if tag == "con_6" {
+        r.read_bool()?
+    } else {
+        false
+    };
     let n_filters = filters.size();
-    if filters.num_samples != num_filters || filters.nr != nr || filters.nc != nc || stride_y == 0 || stride_x == 0 {
+    if filters.num_samples != num_filters
+        || filters.nr != nr
+        || filters.nc != nc
+        || stride_y == 0
+        || stride_x == 0
+    {
         return Err(r.error_at(
             offset,
             format!("inconsistent con_ shape: {num_filters} filters {nr}x{nc}, stride {stride_y}x{stride_x}, filter alias {filters:?}"),
         ));
     }
-    let bias_values = if use_bias && params.data.len() >= n_filters + biases.size() && biases.size() == num_filters {
+    let bias_values = if use_bias
+        && params.data.len() >= n_filters + biases.size()
+        && biases.size() == num_filters
+    {
         params.data[n_filters..n_filters + num_filters].to_vec()
     } else if use_bias && num_filters > 0 {
-        return Err(r.error_at(offset, format!("con_ params hold {} floats, expected {} weights + {num_filters} biases", params.data.len(), n_filters)));
+        return Err(r.error_at(
+            offset,
+            format!(
+                "con_ params hold {} floats, expected {} weights + {num_filters} biases",
+                params.data.len(),
+                n_filters
+            ),
+        ));
     } else {
         vec![0.0; num_filters]
     };
@@ -377,11 +416,19 @@ fn read_con(r: &mut Reader, tag: &str, offset: usize) -> Result<Layer, FaceError
     Ok(Layer::Con { conv, use_relu })
 }
 
-fn check_param_len(r: &Reader, params: &DlibTensor, needed: usize, offset: usize) -> Result<(), FaceError> {
+fn check_param_len(
+    r: &Reader,
+    params: &DlibTensor,
+    needed: usize,
+    offset: usize,
+) -> Result<(), FaceError> {
     if params.data.len() < needed {
         return Err(r.error_at(
             offset,
-            format!("params hold {} floats, the layer needs {needed}", params.data.len()),
+            format!(
+                "params hold {} floats, the layer needs {needed}",
+                params.data.len()
+            ),
         ));
     }
     Ok(())
@@ -393,7 +440,11 @@ fn read_affine(r: &mut Reader, tag: &str, offset: usize) -> Result<Layer, FaceEr
     let gamma = r.read_alias_tensor()?;
     let _beta = r.read_alias_tensor()?;
     let mode = r.read_i32()?;
-    let disabled = if tag == "affine_2" { r.read_bool()? } else { false };
+    let disabled = if tag == "affine_2" {
+        r.read_bool()?
+    } else {
+        false
+    };
     if disabled {
         return Ok(Layer::Identity);
     }
@@ -424,7 +475,14 @@ fn read_bn(r: &mut Reader, tag: &str, offset: usize) -> Result<Layer, FaceError>
     let n = gamma.size();
     check_param_len(r, &params, 2 * n, offset)?;
     if running_means.data.len() != n || running_variances.data.len() != n {
-        return Err(r.error_at(offset, format!("bn_ running stats have {} / {} values for {n} channels", running_means.data.len(), running_variances.data.len())));
+        return Err(r.error_at(
+            offset,
+            format!(
+                "bn_ running stats have {} / {} values for {n} channels",
+                running_means.data.len(),
+                running_variances.data.len()
+            ),
+        ));
     }
     let (g, b): (Vec<f32>, Vec<f32>) = (0..n)
         .map(|i| {
@@ -467,7 +525,12 @@ fn read_fc(r: &mut Reader, tag: &str, offset: usize) -> Result<Layer, FaceError>
     let use_bias = if tag == "fc_3" { r.read_bool()? } else { true };
     let n_weights = num_inputs * num_outputs;
     let has_bias = bias_mode == 0 && use_bias;
-    check_param_len(r, &params, n_weights + if has_bias { num_outputs } else { 0 }, offset)?;
+    check_param_len(
+        r,
+        &params,
+        n_weights + if has_bias { num_outputs } else { 0 },
+        offset,
+    )?;
     Ok(Layer::Fc(Fc {
         num_outputs,
         num_inputs,

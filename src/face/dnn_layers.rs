@@ -165,7 +165,14 @@ fn tile_rows(patch_len: usize, out_nr: usize, out_nc: usize) -> usize {
 }
 
 /// One tile of output rows `r0..r1`: im2col, gemm, bias and epilogue; result is `[filter][row][col]`.
-fn conv_tile(input: &Tensor, conv: &Conv, r0: usize, r1: usize, out_nc: usize, epilogue: Epilogue) -> Vec<f32> {
+fn conv_tile(
+    input: &Tensor,
+    conv: &Conv,
+    r0: usize,
+    r1: usize,
+    out_nc: usize,
+    epilogue: Epilogue,
+) -> Vec<f32> {
     let positions = (r1 - r0) * out_nc;
     let cols = im2col(input, conv, r0, r1, out_nc);
     let mut tile = vec![0.0f32; conv.num_filters * positions];
@@ -336,7 +343,8 @@ pub fn pool2d(input: &Tensor, pool: &Pool, max: bool) -> Tensor {
             let (y0, y1) = clipped_span(r * pool.stride_y, pool.padding_y, wy, input.nr);
             for col in 0..out_nc {
                 let (x0, x1) = clipped_span(col * pool.stride_x, pool.padding_x, wx, input.nc);
-                out.data[(c * out_nr + r) * out_nc + col] = window_reduce(plane, input.nc, (y0, y1), (x0, x1), max);
+                out.data[(c * out_nr + r) * out_nc + col] =
+                    window_reduce(plane, input.nc, (y0, y1), (x0, x1), max);
             }
         }
     }
@@ -351,7 +359,13 @@ fn clipped_span(start: usize, padding: usize, window: usize, limit: usize) -> (u
 }
 
 /// Max or mean of a rectangle of a plane (0 for an empty rectangle).
-fn window_reduce(plane: &[f32], nc: usize, (y0, y1): (usize, usize), (x0, x1): (usize, usize), max: bool) -> f32 {
+fn window_reduce(
+    plane: &[f32],
+    nc: usize,
+    (y0, y1): (usize, usize),
+    (x0, x1): (usize, usize),
+    max: bool,
+) -> f32 {
     let count = (y1 - y0) * (x1 - x0);
     if count == 0 {
         return 0.0;
@@ -389,7 +403,14 @@ pub fn add_prev(a: &Tensor, b: &Tensor) -> Tensor {
 pub fn fully_connected(input: &[f32], fc: &Fc) -> Vec<f32> {
     debug_assert_eq!(input.len(), fc.num_inputs);
     let mut out = vec![0.0f32; fc.num_outputs];
-    matmul(input, &fc.weights, &mut out, 1, fc.num_inputs, fc.num_outputs);
+    matmul(
+        input,
+        &fc.weights,
+        &mut out,
+        1,
+        fc.num_inputs,
+        fc.num_outputs,
+    );
     if let Some(b) = &fc.biases {
         for (o, bias) in out.iter_mut().zip(b) {
             *o += bias;
@@ -447,7 +468,10 @@ fn run_op(op: &Op, mut x: Tensor) -> Tensor {
         }
         Op::MaxPool(p) => pool2d(&x, p, true),
         Op::AvgPool(p) => pool2d(&x, p, false),
-        Op::Residual { body, shortcut_pool } => {
+        Op::Residual {
+            body,
+            shortcut_pool,
+        } => {
             let shortcut = match shortcut_pool {
                 Some(p) => pool2d(&x, p, false),
                 None => x.clone(),
@@ -468,25 +492,37 @@ fn run_op(op: &Op, mut x: Tensor) -> Tensor {
 
 /// Output shape `(k, nr, nc)` of `ops` for an input shape, or a description of the first mismatch
 /// (wrong input channels, affine size, fc input size).
-pub fn output_shape(ops: &[Op], mut shape: (usize, usize, usize)) -> Result<(usize, usize, usize), String> {
+pub fn output_shape(
+    ops: &[Op],
+    mut shape: (usize, usize, usize),
+) -> Result<(usize, usize, usize), String> {
     for (i, op) in ops.iter().enumerate() {
         shape = op_output_shape(op, shape).map_err(|e| format!("step {i}: {e}"))?;
     }
     Ok(shape)
 }
 
-fn op_output_shape(op: &Op, (k, nr, nc): (usize, usize, usize)) -> Result<(usize, usize, usize), String> {
+fn op_output_shape(
+    op: &Op,
+    (k, nr, nc): (usize, usize, usize),
+) -> Result<(usize, usize, usize), String> {
     let check_affine = |a: &Affine, k: usize| {
         if a.gamma.len() == k && a.beta.len() == k {
             Ok(())
         } else {
-            Err(format!("affine has {} values for {k} channels", a.gamma.len()))
+            Err(format!(
+                "affine has {} values for {k} channels",
+                a.gamma.len()
+            ))
         }
     };
     match op {
         Op::Conv { conv, affine, .. } => {
             if conv.k_in != k {
-                return Err(format!("conv expects {} input channels, gets {k}", conv.k_in));
+                return Err(format!(
+                    "conv expects {} input channels, gets {k}",
+                    conv.k_in
+                ));
             }
             if let Some(a) = affine {
                 check_affine(a, conv.num_filters)?;
@@ -500,14 +536,20 @@ fn op_output_shape(op: &Op, (k, nr, nc): (usize, usize, usize)) -> Result<(usize
             let (r, c) = pool_output_size(p, nr, nc);
             Ok((k, r, c))
         }
-        Op::Residual { body, shortcut_pool } => {
+        Op::Residual {
+            body,
+            shortcut_pool,
+        } => {
             let (bk, br, bc) = output_shape(body, (k, nr, nc))?;
             let (sr, sc) = shortcut_pool.map_or((nr, nc), |p| pool_output_size(&p, nr, nc));
             Ok((bk.max(k), br.max(sr), bc.max(sc)))
         }
         Op::Fc(fc) => {
             if fc.num_inputs != k * nr * nc {
-                return Err(format!("fc expects {} inputs, gets {k}x{nr}x{nc}", fc.num_inputs));
+                return Err(format!(
+                    "fc expects {} inputs, gets {k}x{nr}x{nc}",
+                    fc.num_inputs
+                ));
             }
             Ok((fc.num_outputs, 1, 1))
         }
@@ -531,10 +573,15 @@ mod tests {
                             for x in 0..conv.nc {
                                 let iy = (i * conv.stride_y + y) as isize - conv.padding_y as isize;
                                 let ix = (j * conv.stride_x + x) as isize - conv.padding_x as isize;
-                                if iy < 0 || ix < 0 || iy as usize >= input.nr || ix as usize >= input.nc {
+                                if iy < 0
+                                    || ix < 0
+                                    || iy as usize >= input.nr
+                                    || ix as usize >= input.nc
+                                {
                                     continue;
                                 }
-                                let w = conv.filters[((o * conv.k_in + c) * conv.nr + y) * conv.nc + x];
+                                let w =
+                                    conv.filters[((o * conv.k_in + c) * conv.nr + y) * conv.nc + x];
                                 acc += w as f64 * input.at(c, iy as usize, ix as usize) as f64;
                             }
                         }
@@ -573,7 +620,12 @@ mod tests {
 
     #[test]
     fn conv_matches_direct_convolution_for_strides_and_paddings() {
-        for &(ksize, stride, pad, nr, nc) in &[(3, 1, 1, 9, 11), (5, 2, 0, 17, 12), (7, 2, 3, 15, 15), (9, 1, 4, 6, 5)] {
+        for &(ksize, stride, pad, nr, nc) in &[
+            (3, 1, 1, 9, 11),
+            (5, 2, 0, 17, 12),
+            (7, 2, 3, 15, 15),
+            (9, 1, 4, 6, 5),
+        ] {
             let input = Tensor {
                 k: 3,
                 nr,
@@ -585,7 +637,10 @@ mod tests {
             let slow = naive_conv(&input, &conv);
             assert_eq!((fast.k, fast.nr, fast.nc), (slow.k, slow.nr, slow.nc));
             for (a, b) in fast.data.iter().zip(&slow.data) {
-                assert!((a - b).abs() < 1e-5, "{a} vs {b} for k{ksize} s{stride} p{pad}");
+                assert!(
+                    (a - b).abs() < 1e-5,
+                    "{a} vs {b} for k{ksize} s{stride} p{pad}"
+                );
             }
         }
     }

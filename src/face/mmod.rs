@@ -65,10 +65,18 @@ impl FaceDetector {
         };
         let options = match dnn.loss {
             LossRecord::Mmod(o) => o,
-            other => return Err(parse_error(0, format!("expected a loss_mmod_ network, found {other:?}"))),
+            other => {
+                return Err(parse_error(
+                    0,
+                    format!("expected a loss_mmod_ network, found {other:?}"),
+                ))
+            }
         };
         if options.use_bounding_box_regression {
-            return Err(parse_error(0, "bounding box regression is not supported".to_string()));
+            return Err(parse_error(
+                0,
+                "bounding box regression is not supported".to_string(),
+            ));
         }
         let (avg, pyramid_padding, pyramid_outer_padding) = match dnn.input {
             InputRecord::RgbImagePyramid {
@@ -76,7 +84,12 @@ impl FaceDetector {
                 pyramid_padding,
                 pyramid_outer_padding,
             } => (avg, pyramid_padding, pyramid_outer_padding),
-            other => return Err(parse_error(0, format!("expected input_rgb_image_pyramid, found {other:?}"))),
+            other => {
+                return Err(parse_error(
+                    0,
+                    format!("expected input_rgb_image_pyramid, found {other:?}"),
+                ))
+            }
         };
         let ops = build_chain(&dnn.layers).map_err(|(offset, what)| parse_error(offset, what))?;
         let end = bytes.len();
@@ -85,7 +98,10 @@ impl FaceDetector {
         if k != options.detector_windows.len() {
             return Err(parse_error(
                 end,
-                format!("network outputs {k} channels for {} detector windows", options.detector_windows.len()),
+                format!(
+                    "network outputs {k} channels for {} detector windows",
+                    options.detector_windows.len()
+                ),
             ));
         }
         let (map_x, map_y) = output_to_input_map(&ops);
@@ -134,7 +150,13 @@ impl FaceDetector {
     /// Every output cell with score > 0 as an image-space box, sorted by score, best first.
     fn candidates(&self, output: &Tensor, rects: &[Rect]) -> Vec<Detection> {
         let mut dets = Vec::new();
-        for (k, window) in self.options.detector_windows.iter().enumerate().take(output.k) {
+        for (k, window) in self
+            .options
+            .detector_windows
+            .iter()
+            .enumerate()
+            .take(output.k)
+        {
             let plane = output.plane(k);
             for r in 0..output.nr {
                 for c in 0..output.nc {
@@ -175,7 +197,10 @@ fn build_chain(layers: &[LayerRecord]) -> Result<Vec<Op>, (usize, String)> {
             _ => {
                 return Err((
                     layers[i].offset,
-                    format!("layer {:?} is not supported in an MMOD detector chain", layers[i].tag),
+                    format!(
+                        "layer {:?} is not supported in an MMOD detector chain",
+                        layers[i].tag
+                    ),
                 ))
             }
         }
@@ -358,7 +383,12 @@ pub fn tiled_pyramid_layout(nr: i64, nc: i64, padding: i64, outer_padding: i64) 
     let mut i = 0;
     while y < height + outer_padding && i < sizes.len() {
         let (h, w) = sizes[i];
-        rects.push(Rect::new(outer_padding, y, outer_padding + w - 1, y + h - 1));
+        rects.push(Rect::new(
+            outer_padding,
+            y,
+            outer_padding + w - 1,
+            y + h - 1,
+        ));
         y += h + padding;
         i += 1;
     }
@@ -443,7 +473,13 @@ fn resize_bilinear_within(plane: &mut [f32], stride: usize, src: &Rect, dst: &Re
 /// output pixel with (row, col, top, bottom, left, right, weights [tl, tr, bl, br]). Reproduces dlib's SSE
 /// path (four columns at a time with `f32` positions and weights, truncating conversions) and its scalar
 /// tail for the last columns, which uses `f64` positions.
-fn bilinear_walk(in_nr: usize, in_nc: usize, out_nr: usize, out_nc: usize, mut pixel: impl FnMut(BilinearSample)) {
+fn bilinear_walk(
+    in_nr: usize,
+    in_nc: usize,
+    out_nr: usize,
+    out_nc: usize,
+    mut pixel: impl FnMut(BilinearSample),
+) {
     let x_scale = (in_nc as f64 - 1.0) / (out_nc.max(2) as f64 - 1.0);
     let y_scale = (in_nr as f64 - 1.0) / (out_nr.max(2) as f64 - 1.0);
     let mut y = -y_scale;
@@ -454,7 +490,12 @@ fn bilinear_walk(in_nr: usize, in_nc: usize, out_nr: usize, out_nc: usize, mut p
         let tb_frac = y - top as f64;
         let (tb, inv_tb) = (tb_frac as f32, (1.0 - tb_frac) as f32);
         let x0 = -4.0 * x_scale;
-        let mut lanes = [x0 as f32, (x0 + x_scale) as f32, (x0 + 2.0 * x_scale) as f32, (x0 + 3.0 * x_scale) as f32];
+        let mut lanes = [
+            x0 as f32,
+            (x0 + x_scale) as f32,
+            (x0 + 2.0 * x_scale) as f32,
+            (x0 + 3.0 * x_scale) as f32,
+        ];
         let step = (4.0 * x_scale) as f32;
         let mut c = 0;
         loop {
@@ -519,11 +560,23 @@ enum Weights {
     Tail { lr_frac: f64, tb_frac: f64 },
 }
 
-/// dlib's float-image bilinear resize (grayscale `resize_image` overload).
-fn resize_bilinear_f32(input: &[f32], in_nr: usize, in_nc: usize, output: &mut [f32], out_nr: usize, out_nc: usize) {
+/// dlib's float-image bilinear resize (grayscale `resize_image` overload), row-major buffers.
+pub fn resize_bilinear_f32(
+    input: &[f32],
+    in_nr: usize,
+    in_nc: usize,
+    output: &mut [f32],
+    out_nr: usize,
+    out_nc: usize,
+) {
     bilinear_walk(in_nr, in_nc, out_nr, out_nc, |s| {
         let at = |r: usize, c: usize| input[r * in_nc + c];
-        let (tl, tr, bl, br) = (at(s.top, s.left), at(s.top, s.right), at(s.bottom, s.left), at(s.bottom, s.right));
+        let (tl, tr, bl, br) = (
+            at(s.top, s.left),
+            at(s.top, s.right),
+            at(s.bottom, s.left),
+            at(s.bottom, s.right),
+        );
         output[s.row * out_nc + s.col] = match s.weights {
             Weights::F32([a, b, c, d]) => a * tl + b * tr + c * bl + d * br,
             Weights::Tail { lr_frac, tb_frac } => {

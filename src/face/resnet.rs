@@ -19,7 +19,8 @@ use super::FaceError;
 pub const DESCRIPTOR_LEN: usize = 128;
 
 /// The model shipped in `assets/face/`.
-static EMBEDDED_MODEL: &[u8] = include_bytes!("../../assets/face/dlib_face_recognition_resnet_model_v1.dat");
+static EMBEDDED_MODEL: &[u8] =
+    include_bytes!("../../assets/face/dlib_face_recognition_resnet_model_v1.dat");
 const EMBEDDED_MODEL_NAME: &str = "assets/face/dlib_face_recognition_resnet_model_v1.dat";
 
 /// dlib's face descriptor network.
@@ -56,17 +57,31 @@ impl FaceEmbedder {
         };
         let dist_thresh = match dnn.loss {
             LossRecord::Metric { dist_thresh, .. } => dist_thresh,
-            other => return Err(parse_error(0, format!("expected a loss_metric_ network, found {other:?}"))),
+            other => {
+                return Err(parse_error(
+                    0,
+                    format!("expected a loss_metric_ network, found {other:?}"),
+                ))
+            }
         };
         let (avg, chip_size) = match dnn.input {
             InputRecord::RgbImageSized { avg, nr, nc } => (avg, (nr, nc)),
-            other => return Err(parse_error(0, format!("expected input_rgb_image_sized, found {other:?}"))),
+            other => {
+                return Err(parse_error(
+                    0,
+                    format!("expected input_rgb_image_sized, found {other:?}"),
+                ))
+            }
         };
         let ops = build_resnet(&dnn.layers).map_err(|(offset, what)| parse_error(offset, what))?;
         let end = bytes.len();
-        let shape = output_shape(&ops, (3, chip_size.0, chip_size.1)).map_err(|e| parse_error(end, e))?;
+        let shape =
+            output_shape(&ops, (3, chip_size.0, chip_size.1)).map_err(|e| parse_error(end, e))?;
         if shape.0 * shape.1 * shape.2 != DESCRIPTOR_LEN {
-            return Err(parse_error(end, format!("network outputs {shape:?}, expected {DESCRIPTOR_LEN} values")));
+            return Err(parse_error(
+                end,
+                format!("network outputs {shape:?}, expected {DESCRIPTOR_LEN} values"),
+            ));
         }
         Ok(FaceEmbedder {
             avg,
@@ -120,7 +135,11 @@ impl FaceEmbedder {
 
 /// Euclidean distance between two descriptors (dlib: same person if < 0.6).
 pub fn descriptor_distance(a: &[f32; DESCRIPTOR_LEN], b: &[f32; DESCRIPTOR_LEN]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f32>().sqrt()
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y) * (x - y))
+        .sum::<f32>()
+        .sqrt()
 }
 
 /// Rebuilds the residual network from the input-first layer list; errors carry the record offset.
@@ -141,9 +160,10 @@ fn build_resnet(layers: &[LayerRecord]) -> Result<Vec<Op>, (usize, String)> {
                 continue;
             }
             Layer::AddPrev => {
-                let start = group_start
-                    .take()
-                    .ok_or((record.offset, "add_prev_ without a residual group before it".to_string()))?;
+                let start = group_start.take().ok_or((
+                    record.offset,
+                    "add_prev_ without a residual group before it".to_string(),
+                ))?;
                 let mut body = ops.split_off(start);
                 let shortcut_pool = match body.last() {
                     Some(Op::AvgPool(p)) if !is_global(p) => Some(*p),
@@ -152,9 +172,15 @@ fn build_resnet(layers: &[LayerRecord]) -> Result<Vec<Op>, (usize, String)> {
                 if shortcut_pool.is_some() {
                     body.pop();
                 }
-                ops.push(Op::Residual { body, shortcut_pool });
+                ops.push(Op::Residual {
+                    body,
+                    shortcut_pool,
+                });
             }
-            Layer::Affine { affine, fc_mode: false } => ops.push(Op::Affine(affine.clone())),
+            Layer::Affine {
+                affine,
+                fc_mode: false,
+            } => ops.push(Op::Affine(affine.clone())),
             Layer::Relu => ops.push(Op::Relu),
             Layer::MaxPool(p) => {
                 group_start = None;
@@ -172,7 +198,10 @@ fn build_resnet(layers: &[LayerRecord]) -> Result<Vec<Op>, (usize, String)> {
             }
             Layer::Identity => {}
             Layer::Affine { fc_mode: true, .. } => {
-                return Err((record.offset, "affine/bn in FC mode is not supported here".to_string()));
+                return Err((
+                    record.offset,
+                    "affine/bn in FC mode is not supported here".to_string(),
+                ));
             }
         }
         i += 1;
@@ -198,7 +227,11 @@ pub(crate) fn fuse_conv(layers: &[LayerRecord]) -> Result<(Op, usize), String> {
     }
     let mut used = 1;
     let mut affine = None;
-    if let Some(Layer::Affine { affine: a, fc_mode: false }) = layers.get(used).map(|r| &r.layer) {
+    if let Some(Layer::Affine {
+        affine: a,
+        fc_mode: false,
+    }) = layers.get(used).map(|r| &r.layer)
+    {
         affine = Some(a.clone());
         used += 1;
     }
