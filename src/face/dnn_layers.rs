@@ -174,16 +174,20 @@ fn conv_tile(
     epilogue: Epilogue,
 ) -> Vec<f32> {
     let positions = (r1 - r0) * out_nc;
-    let cols = im2col(input, conv, r0, r1, out_nc);
     let mut tile = vec![0.0f32; conv.num_filters * positions];
-    matmul(
-        &conv.filters,
-        &cols,
-        &mut tile,
-        conv.num_filters,
-        conv.patch_len(),
-        positions,
-    );
+    if conv.num_filters <= DIRECT_MAX_FILTERS {
+        direct_conv_tile(input, conv, (r0, r1), out_nc, &mut tile);
+    } else {
+        let cols = im2col(input, conv, r0, r1, out_nc);
+        matmul(
+            &conv.filters,
+            &cols,
+            &mut tile,
+            conv.num_filters,
+            conv.patch_len(),
+            positions,
+        );
+    }
     for o in 0..conv.num_filters {
         let values = &mut tile[o * positions..(o + 1) * positions];
         let bias = conv.biases.get(o).copied().unwrap_or(0.0);
@@ -203,6 +207,65 @@ fn conv_tile(
         }
     }
     tile
+}
+
+/// Up to this many filters a convolution is computed directly (a gemm with so few rows is a
+/// memory-bound matrix-vector product over a large im2col buffer).
+const DIRECT_MAX_FILTERS: usize = 4;
+
+/// Direct convolution of output rows `r0..r1` into `tile` (`[filter][row][col]`), one row sweep per tap.
+fn direct_conv_tile(
+    input: &Tensor,
+    conv: &Conv,
+    (r0, r1): (usize, usize),
+    out_nc: usize,
+    tile: &mut [f32],
+) {
+    let positions = (r1 - r0) * out_nc;
+    for (o, out) in tile
+        .chunks_mut(positions.max(1))
+        .enumerate()
+        .take(conv.num_filters)
+    {
+        for c in 0..conv.k_in {
+            let plane = input.plane(c);
+            for ky in 0..conv.nr {
+                for kx in 0..conv.nc {
+                    let w = conv.filters[((o * conv.k_in + c) * conv.nr + ky) * conv.nc + kx];
+                    let (j_lo, j_hi) = valid_output_cols(input, conv, kx, out_nc);
+                    for i in r0..r1 {
+                        let y = (i * conv.stride_y + ky) as isize - conv.padding_y as isize;
+                        if y < 0 || y as usize >= input.nr || j_lo >= j_hi {
+                            continue;
+                        }
+                        let src_row = &plane[y as usize * input.nc..(y as usize + 1) * input.nc];
+                        let dst = &mut out[(i - r0) * out_nc + j_lo..(i - r0) * out_nc + j_hi];
+                        let x0 = j_lo * conv.stride_x + kx - conv.padding_x;
+                        if conv.stride_x == 1 {
+                            for (d, v) in dst.iter_mut().zip(&src_row[x0..x0 + (j_hi - j_lo)]) {
+                                *d += w * v;
+                            }
+                        } else {
+                            for (n, d) in dst.iter_mut().enumerate() {
+                                *d += w * src_row[x0 + n * conv.stride_x];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Output columns j whose input column j·sx + kx − px lies inside the input: `j_lo..j_hi`.
+fn valid_output_cols(input: &Tensor, conv: &Conv, kx: usize, out_nc: usize) -> (usize, usize) {
+    let j_lo = conv.padding_x.saturating_sub(kx).div_ceil(conv.stride_x);
+    let j_hi = if input.nc + conv.padding_x > kx {
+        ((input.nc + conv.padding_x - kx - 1) / conv.stride_x + 1).min(out_nc)
+    } else {
+        0
+    };
+    (j_lo, j_hi)
 }
 
 /// The im2col matrix of output rows `r0..r1`: `[c·kh·kw + ky·kw + kx][position]`, zero outside the input.
@@ -233,13 +296,7 @@ fn fill_patch_row(
     (ky, kx): (usize, usize),
     out_nc: usize,
 ) {
-    // Valid output columns j satisfy 0 <= j·sx + kx − px < nc.
-    let j_lo = conv.padding_x.saturating_sub(kx).div_ceil(conv.stride_x);
-    let j_hi = if input.nc + conv.padding_x > kx {
-        ((input.nc + conv.padding_x - kx - 1) / conv.stride_x + 1).min(out_nc)
-    } else {
-        0
-    };
+    let (j_lo, j_hi) = valid_output_cols(input, conv, kx, out_nc);
     for i in r0..r1 {
         let y = (i * conv.stride_y + ky) as isize - conv.padding_y as isize;
         if y < 0 || y as usize >= input.nr || j_lo >= j_hi {
@@ -632,15 +689,18 @@ mod tests {
                 nc,
                 data: pseudo_random(3 * nr * nc, 3),
             };
-            let conv = test_conv(3, 4, ksize, stride, pad);
-            let fast = conv2d(&input, &conv, Epilogue::default());
-            let slow = naive_conv(&input, &conv);
-            assert_eq!((fast.k, fast.nr, fast.nc), (slow.k, slow.nr, slow.nc));
-            for (a, b) in fast.data.iter().zip(&slow.data) {
-                assert!(
-                    (a - b).abs() < 1e-5,
-                    "{a} vs {b} for k{ksize} s{stride} p{pad}"
-                );
+            // 1 filter takes the direct path, 7 the im2col + gemm path.
+            for filters in [1, 7] {
+                let conv = test_conv(3, filters, ksize, stride, pad);
+                let fast = conv2d(&input, &conv, Epilogue::default());
+                let slow = naive_conv(&input, &conv);
+                assert_eq!((fast.k, fast.nr, fast.nc), (slow.k, slow.nr, slow.nc));
+                for (a, b) in fast.data.iter().zip(&slow.data) {
+                    assert!(
+                        (a - b).abs() < 1e-5,
+                        "{a} vs {b} for {filters} filters k{ksize} s{stride} p{pad}"
+                    );
+                }
             }
         }
     }
