@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use super::dnn_layers::{Affine, Conv, Fc, Pool};
-use super::serialize::{DlibTensor, Reader};
+use super::serialize::{AliasTensorDims, DlibTensor, Reader};
 use super::FaceError;
 
 /// A parsed dlib DNN file.
@@ -371,35 +371,36 @@ fn read_con(r: &mut Reader, tag: &str, offset: usize) -> Result<Layer, FaceError
     } else {
         false
     };
-    let n_filters = filters.size();
+    let n_filters = alias_len(r, &filters, offset)?;
+    let n_biases = alias_len(r, &biases, offset)?;
     if filters.num_samples != num_filters
         || filters.nr != nr
         || filters.nc != nc
         || stride_y == 0
         || stride_x == 0
+        || padding_y >= nr.max(1)
+        || padding_x >= nc.max(1)
     {
         return Err(r.error_at(
             offset,
             format!("inconsistent con_ shape: {num_filters} filters {nr}x{nc}, stride {stride_y}x{stride_x}, filter alias {filters:?}"),
         ));
     }
-    let bias_values = if use_bias
-        && params.data.len() >= n_filters + biases.size()
-        && biases.size() == num_filters
-    {
-        params.data[n_filters..n_filters + num_filters].to_vec()
-    } else if use_bias && num_filters > 0 {
-        return Err(r.error_at(
-            offset,
-            format!(
-                "con_ params hold {} floats, expected {} weights + {num_filters} biases",
-                params.data.len(),
-                n_filters
-            ),
-        ));
-    } else {
-        vec![0.0; num_filters]
-    };
+    let bias_values =
+        if use_bias && params.data.len() >= n_filters + n_biases && n_biases == num_filters {
+            params.data[n_filters..n_filters + num_filters].to_vec()
+        } else if use_bias && num_filters > 0 {
+            return Err(r.error_at(
+                offset,
+                format!(
+                    "con_ params hold {} floats, expected {} weights + {num_filters} biases",
+                    params.data.len(),
+                    n_filters
+                ),
+            ));
+        } else {
+            vec![0.0; num_filters]
+        };
     check_param_len(r, &params, n_filters, offset)?;
     let conv = Conv {
         num_filters,
@@ -414,6 +415,15 @@ fn read_con(r: &mut Reader, tag: &str, offset: usize) -> Result<Layer, FaceError
         biases: bias_values,
     };
     Ok(Layer::Con { conv, use_relu })
+}
+
+/// Element count of an alias tensor, failing (instead of overflowing) on absurd dims.
+fn alias_len(r: &Reader, dims: &AliasTensorDims, offset: usize) -> Result<usize, FaceError> {
+    [dims.k, dims.nr, dims.nc]
+        .iter()
+        .try_fold(dims.num_samples, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n <= r.len())
+        .ok_or_else(|| r.error_at(offset, format!("alias tensor dims {dims:?} are too large")))
 }
 
 fn check_param_len(
@@ -448,7 +458,7 @@ fn read_affine(r: &mut Reader, tag: &str, offset: usize) -> Result<Layer, FaceEr
     if disabled {
         return Ok(Layer::Identity);
     }
-    let n = gamma.size();
+    let n = alias_len(r, &gamma, offset)?;
     check_param_len(r, &params, 2 * n, offset)?;
     Ok(Layer::Affine {
         affine: Affine {
@@ -472,7 +482,7 @@ fn read_bn(r: &mut Reader, tag: &str, offset: usize) -> Result<Layer, FaceError>
     let _window = r.read_u64()?;
     read_multipliers(r)?;
     let eps = r.read_f64()?;
-    let n = gamma.size();
+    let n = alias_len(r, &gamma, offset)?;
     check_param_len(r, &params, 2 * n, offset)?;
     if running_means.data.len() != n || running_variances.data.len() != n {
         return Err(r.error_at(
@@ -507,8 +517,10 @@ fn read_pool(r: &mut Reader) -> Result<Pool, FaceError> {
         padding_y: read_int_size(r, "padding_y")?,
         padding_x: read_int_size(r, "padding_x")?,
     };
-    if pool.stride_y == 0 || pool.stride_x == 0 {
-        return Err(r.error_at(start, "pool stride must be > 0"));
+    let padding_too_big =
+        (pool.nr > 0 && pool.padding_y >= pool.nr) || (pool.nc > 0 && pool.padding_x >= pool.nc);
+    if pool.stride_y == 0 || pool.stride_x == 0 || padding_too_big {
+        return Err(r.error_at(start, format!("invalid pool geometry {pool:?}")));
     }
     Ok(pool)
 }
@@ -523,12 +535,20 @@ fn read_fc(r: &mut Reader, tag: &str, offset: usize) -> Result<Layer, FaceError>
     let bias_mode = r.read_i32()?;
     read_multipliers(r)?;
     let use_bias = if tag == "fc_3" { r.read_bool()? } else { true };
-    let n_weights = num_inputs * num_outputs;
+    let n_weights = num_inputs
+        .checked_mul(num_outputs)
+        .filter(|&n| n <= r.len())
+        .ok_or_else(|| {
+            r.error_at(
+                offset,
+                format!("fc_ of {num_inputs} x {num_outputs} is too large"),
+            )
+        })?;
     let has_bias = bias_mode == 0 && use_bias;
     check_param_len(
         r,
         &params,
-        n_weights + if has_bias { num_outputs } else { 0 },
+        n_weights.saturating_add(if has_bias { num_outputs } else { 0 }),
         offset,
     )?;
     Ok(Layer::Fc(Fc {
