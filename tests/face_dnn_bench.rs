@@ -49,6 +49,13 @@ fn timed(runs: usize, mut f: impl FnMut()) -> (f64, f64) {
 #[test]
 #[ignore = "benchmark: run with --release -- --ignored --nocapture"]
 fn bench_embed_and_detect() {
+    let (wall, _) = timed(3, || drop(FaceEmbedder::load_embedded().expect("model")));
+    let (wall_det, _) = timed(3, || drop(FaceDetector::load_embedded().expect("model")));
+    eprintln!(
+        "load: embedder {:.0} ms, detector {:.1} ms",
+        wall * 1e3,
+        wall_det * 1e3
+    );
     let embedder = FaceEmbedder::load_embedded().expect("model");
     let chip = fixture("chip_2008_002506_0.png");
     let first = embedder.embed(&chip).expect("embed");
