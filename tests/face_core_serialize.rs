@@ -101,3 +101,31 @@ fn missing_model_file_is_named() {
     assert!(matches!(err, FaceError::ModelIo { .. }));
     assert!(err.to_string().contains("/nonexistent/model.dat"));
 }
+
+#[test]
+fn corrupt_shape_predictor_names_file_and_offset() {
+    use loraeval::face::shape_predictor::ShapePredictor;
+    let path = asset("shape_predictor_5_face_landmarks.dat");
+    let bytes = read_model_file(&path).unwrap();
+    let sp = ShapePredictor::from_bytes(&bytes, &path).unwrap();
+    assert_eq!(sp.num_parts(), 5);
+    // cut in the middle of the forests
+    let err = ShapePredictor::from_bytes(&bytes[..5_000_000], Path::new("cut.dat")).unwrap_err();
+    match &err {
+        FaceError::ModelParse { file, offset, .. } => {
+            assert_eq!(file, Path::new("cut.dat"));
+            assert!((4_999_000..=5_000_000).contains(offset), "{err}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // the forests' count (offset 66) made invalid
+    let mut broken = bytes.clone();
+    broken[66] = 0x00;
+    let message = ShapePredictor::from_bytes(&broken, Path::new("broken.dat"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("broken.dat") && message.contains("offset 66"),
+        "{message}"
+    );
+}

@@ -310,6 +310,13 @@ pub fn extract_image_chips(
     let outputs = chips
         .iter()
         .map(|d| {
+            let (height, width) = (
+                d.rect.bottom - d.rect.top + 1.0,
+                d.rect.right - d.rect.left + 1.0,
+            );
+            if d.angle == 0.0 && d.rows as f64 == height && d.cols as f64 == width {
+                return copy_chip(image, d);
+            }
             let size = (d.rows * d.cols) as f64;
             let mut rect = d.rect.translate(-bbox[0] as f64, -bbox[1] as f64);
             let mut level: Option<usize> = None;
@@ -325,6 +332,21 @@ pub fn extract_image_chips(
         })
         .collect();
     Ok(outputs)
+}
+
+/// dlib `basic_extract_image_chip`: an unrotated, unscaled chip is a plain copy of `round(rect)`, black outside.
+fn copy_chip(image: &RgbImage, d: &ChipDetails) -> RgbImage {
+    let (left, top) = (d.rect.left.round() as i64, d.rect.top.round() as i64);
+    RgbImage::from_fn(d.cols as u32, d.rows as u32, |c, r| {
+        let (x, y) = (left + i64::from(c), top + i64::from(r));
+        let inside =
+            x >= 0 && y >= 0 && x < i64::from(image.width()) && y < i64::from(image.height());
+        if inside {
+            *image.get_pixel(x as u32, y as u32)
+        } else {
+            Rgb([0, 0, 0])
+        }
+    })
 }
 
 /// Union of integer inclusive rectangles where empty ones (left > right or top > bottom) are ignored.
@@ -436,6 +458,122 @@ pub fn pyramid_down2(original: &RgbImage) -> RgbImage {
     down
 }
 
+/// dlib's random number generator `dlib::rand`: mt19937 with its default seed 5489, primed by 10 000 draws.
+/// A fresh one reproduces the jitters of a fresh dlib model object (face.md §3.6).
+#[derive(Debug, Clone)]
+pub struct DlibRand {
+    state: [u32; 624],
+    index: usize,
+}
+
+impl Default for DlibRand {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl DlibRand {
+    /// The generator in the state a default-constructed `dlib::rand` has.
+    pub fn new() -> Self {
+        let mut state = [0u32; 624];
+        state[0] = 5489;
+        for i in 1..624 {
+            let prev = state[i - 1];
+            state[i] = 1_812_433_253u32
+                .wrapping_mul(prev ^ (prev >> 30))
+                .wrapping_add(i as u32);
+        }
+        let mut rand = DlibRand { state, index: 624 };
+        for _ in 0..10_000 {
+            rand.mt19937();
+        }
+        rand
+    }
+
+    /// Next raw mt19937 output.
+    fn mt19937(&mut self) -> u32 {
+        if self.index >= 624 {
+            for i in 0..624 {
+                let y = (self.state[i] & 0x8000_0000) | (self.state[(i + 1) % 624] & 0x7fff_ffff);
+                let mut next = self.state[(i + 397) % 624] ^ (y >> 1);
+                if y & 1 != 0 {
+                    next ^= 0x9908_b0df;
+                }
+                self.state[i] = next;
+            }
+            self.index = 0;
+        }
+        let mut y = self.state[self.index];
+        self.index += 1;
+        y ^= y >> 11;
+        y ^= (y << 7) & 0x9d2c_5680;
+        y ^= (y << 15) & 0xefc6_0000;
+        y ^ (y >> 18)
+    }
+
+    /// `get_random_32bit_number`.
+    pub fn get_random_32bit_number(&mut self) -> u32 {
+        self.mt19937()
+    }
+
+    /// `get_random_double`: 48 random bits scaled into [0, 1).
+    pub fn get_random_double(&mut self) -> f64 {
+        let max_val = (0xFF_FFFFu64 * 0x100_0000 + 0xFF_FFFF) as f64 + 0.05;
+        let high = f64::from(self.mt19937() & 0xFF_FFFF) * f64::from(0x100_0000u32);
+        let val = (high + f64::from(self.mt19937() & 0xFF_FFFF)) / max_val;
+        if val < 1.0 {
+            val
+        } else {
+            1.0 - f64::EPSILON
+        }
+    }
+
+    /// `get_double_in_range(begin, end)`.
+    pub fn get_double_in_range(&mut self, begin: f64, end: f64) -> f64 {
+        begin + self.get_random_double() * (end - begin)
+    }
+}
+
+/// dlib `jitter_image` for a square chip: random shift (±2 %), zoom (box = height / U(0.97, 0.99999)), rotation
+/// (±3°) and a left-right mirror with probability ½, drawing from `rnd` in dlib's order.
+pub fn jitter_image(chip: &RgbImage, rnd: &mut DlibRand) -> Result<RgbImage, FaceError> {
+    let (cols, rows) = (chip.width() as i64, chip.height() as i64);
+    if cols != rows || cols <= 6 {
+        return Err(FaceError::InvalidInput {
+            what: format!("jitter needs a square chip larger than 6 px, got {cols}x{rows}"),
+        });
+    }
+    // rect = shrink_rect(get_rect(img), 3); inclusive, so width = cols − 6
+    let (left, right) = (3i64, cols - 4);
+    let side = (right - left + 1) as f64;
+    // dpoint(dx, dy): GCC evaluates these two constructor arguments right to left, so dy is drawn first
+    let dy = rnd.get_double_in_range(-0.02, 0.02) * side;
+    let dx = rnd.get_double_in_range(-0.02, 0.02) * side;
+    let scale = rnd.get_double_in_range(0.97, 0.99999);
+    let box_size = (side / scale) as i64;
+    let centre = (left + right + 1) / 2; // dlib center(rectangle)
+    let cx = centre + super::round_half_up(dx);
+    let cy = centre + super::round_half_up(dy);
+    let (crop_left, crop_top) = (cx - box_size / 2, cy - box_size / 2);
+    let angle = rnd.get_double_in_range(-3.0, 3.0) * std::f64::consts::PI / 180.0;
+    let details = ChipDetails {
+        rect: DRect {
+            left: crop_left as f64,
+            top: crop_top as f64,
+            right: (crop_left + box_size - 1) as f64,
+            bottom: (crop_top + box_size - 1) as f64,
+        },
+        angle,
+        rows: rows as usize,
+        cols: cols as usize,
+    };
+    let mut crop = extract_image_chip(chip, &details)?;
+    if rnd.get_random_double() > 0.5 {
+        image::imageops::flip_horizontal_in_place(&mut crop);
+    }
+    Ok(crop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -518,6 +656,52 @@ mod tests {
     }
 
     #[test]
+    fn dlib_rand_is_mt19937_with_default_seed() {
+        // C++ requires the 10000th output of a default-seeded std::mt19937 to be 4123659995; dlib::rand
+        // discards exactly 10000 outputs, so its first number is the 10001st.
+        let mut mt = DlibRand {
+            state: [0; 624],
+            index: 0,
+        };
+        mt.state[0] = 5489;
+        for i in 1..624 {
+            let prev = mt.state[i - 1];
+            mt.state[i] = 1_812_433_253u32
+                .wrapping_mul(prev ^ (prev >> 30))
+                .wrapping_add(i as u32);
+        }
+        mt.index = 624;
+        assert_eq!(mt.mt19937(), 3_499_211_612);
+        let tenth_thousand = (1..10_000).map(|_| mt.mt19937()).last().unwrap();
+        assert_eq!(tenth_thousand, 4_123_659_995);
+        let mut rand = DlibRand::new();
+        assert_eq!(rand.get_random_32bit_number(), mt.mt19937());
+        let d = rand.get_random_double();
+        assert!((0.0..1.0).contains(&d));
+    }
+
+    #[test]
+    fn unrotated_same_size_chip_is_a_plain_copy() {
+        let img = RgbImage::from_fn(20, 10, |x, y| Rgb([x as u8, y as u8, 7]));
+        let d = ChipDetails {
+            rect: DRect {
+                left: 15.0,
+                top: -2.0,
+                right: 24.0,
+                bottom: 7.0,
+            },
+            angle: 0.0,
+            rows: 10,
+            cols: 10,
+        };
+        let chip = extract_image_chip(&img, &d).unwrap();
+        assert_eq!(chip.get_pixel(0, 2).0, [15, 0, 7]);
+        assert_eq!(chip.get_pixel(4, 9).0, [19, 7, 7]);
+        assert_eq!(chip.get_pixel(5, 5).0, [0, 0, 0]); // x = 20 is outside
+        assert_eq!(chip.get_pixel(0, 0).0, [0, 0, 0]); // y = -2 is outside
+    }
+
+    #[test]
     fn bad_inputs_are_errors() {
         let img = RgbImage::new(10, 10);
         assert!(face_chip(&img, &[Point::default(); 4]).is_err());
@@ -532,6 +716,8 @@ mod tests {
             .collect();
         let chip = face_chip(&img, &pts).unwrap();
         assert!(chip.pixels().all(|p| p.0 == [0, 0, 0]));
+        let absurd = [i64::MAX, i64::MIN, 0, i64::MAX, 7].map(|v| Point { x: v, y: v / 3 });
+        let _ = face_chip(&img, &absurd);
         assert!(face_chip(&RgbImage::new(0, 0), &pts).is_ok());
     }
 }

@@ -38,6 +38,13 @@ pub fn decode_rgb_image(bytes: &[u8], path: &Path) -> Result<RgbImage, FaceError
             "not a PNG or JPEG file (unrecognised content)".to_string(),
         ));
     };
+    if format == image::ImageFormat::Jpeg && jpeg_is_truncated(bytes) {
+        return Err(image_error(
+            path,
+            "corrupt or truncated JPEG data: no end-of-image marker after the last scan"
+                .to_string(),
+        ));
+    }
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_IMAGE_SIDE);
     limits.max_image_height = Some(MAX_IMAGE_SIDE);
@@ -57,6 +64,18 @@ fn to_rgb8(image: DynamicImage) -> RgbImage {
     match image {
         DynamicImage::ImageRgb8(rgb) => rgb,
         other => other.to_rgb8(),
+    }
+}
+
+/// True if no EOI marker (FF D9) follows the last start-of-scan marker (FF DA). The JPEG decoder fills a
+/// truncated scan with grey without failing, so a cut-off download would otherwise pass silently. Inside
+/// entropy-coded data 0xFF is always stuffed (FF 00) or a restart marker, so FF DA / FF D9 are real markers;
+/// an EXIF thumbnail's own EOI comes before the main image's scans and does not count.
+fn jpeg_is_truncated(bytes: &[u8]) -> bool {
+    let last_marker = |code: u8| bytes.windows(2).rposition(|w| w[0] == 0xFF && w[1] == code);
+    match (last_marker(0xDA), last_marker(0xD9)) {
+        (Some(sos), Some(eoi)) => eoi < sos,
+        _ => true,
     }
 }
 

@@ -78,17 +78,23 @@ impl Rect {
 
     /// dlib width: `right − left + 1` (0 for empty rectangles).
     pub fn width(&self) -> i64 {
-        (self.right - self.left + 1).max(0)
+        self.right
+            .saturating_sub(self.left)
+            .saturating_add(1)
+            .max(0)
     }
 
     /// dlib height: `bottom − top + 1` (0 for empty rectangles).
     pub fn height(&self) -> i64 {
-        (self.bottom - self.top + 1).max(0)
+        self.bottom
+            .saturating_sub(self.top)
+            .saturating_add(1)
+            .max(0)
     }
 
     /// Inclusive area as dlib computes it.
     pub fn area(&self) -> i64 {
-        self.width() * self.height()
+        self.width().saturating_mul(self.height())
     }
 
     /// Intersection (may be empty).
@@ -104,7 +110,10 @@ impl Rect {
     /// Intersection over true union of inclusive areas (0 if both are empty).
     pub fn iou(&self, other: &Rect) -> f64 {
         let inter = self.intersect(other).area();
-        let union = self.area() + other.area() - inter;
+        let union = self
+            .area()
+            .saturating_add(other.area())
+            .saturating_sub(inter);
         if union <= 0 {
             return 0.0;
         }
@@ -122,4 +131,35 @@ pub struct Point {
 /// Rounds like dlib's conversion of a floating point vector to an integer point: `floor(v + 0.5)`.
 pub(crate) fn round_half_up(v: f64) -> i64 {
     (v + 0.5).floor() as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rect_geometry_is_inclusive_like_dlib() {
+        let a = Rect::new(0, 0, 9, 9);
+        assert_eq!((a.width(), a.height(), a.area()), (10, 10, 100));
+        let b = Rect::new(5, 0, 14, 9);
+        assert_eq!(a.intersect(&b).area(), 50);
+        assert!((a.iou(&b) - 50.0 / 150.0).abs() < 1e-12);
+        assert_eq!(a.iou(&Rect::new(20, 20, 30, 30)), 0.0);
+        assert_eq!(Rect::new(5, 5, 4, 4).area(), 0);
+        let huge = Rect::new(i64::MIN, i64::MIN, i64::MAX, i64::MAX);
+        assert!(huge.area() > 0 && huge.iou(&a) >= 0.0);
+    }
+
+    #[test]
+    fn model_parse_context_prefixes_what() {
+        let err = FaceError::ModelParse {
+            file: "m.dat".into(),
+            offset: 7,
+            what: "bad".into(),
+        };
+        assert_eq!(
+            err.context("forests").to_string(),
+            "model file m.dat is invalid at byte offset 7: forests: bad"
+        );
+    }
 }

@@ -291,8 +291,8 @@ fn shape_transform(initial: &[f32], current: &[f32]) -> [[f32; 2]; 2] {
 fn unnormalizing_transform(rect: Rect) -> Affine2 {
     Affine2 {
         m: [
-            [(rect.right - rect.left) as f64, 0.0],
-            [0.0, (rect.bottom - rect.top) as f64],
+            [rect.right as f64 - rect.left as f64, 0.0],
+            [0.0, rect.bottom as f64 - rect.top as f64],
         ],
         b: [rect.left as f64, rect.top as f64],
     }
@@ -345,8 +345,9 @@ mod tests {
         let mut rgb = RgbImage::new(101, 101);
         rgb.put_pixel(25, 50, image::Rgb([200, 100, 0]));
         assert_eq!(sp.predict_rgb(&rgb, rect), vec![Point { x: 75, y: 50 }]);
-        // a rectangle partly outside the image reads 0 outside and does not panic
+        // a rectangle partly outside the image reads 0 outside and does not panic, nor do absurd ones
         let _ = sp.predict_rgb(&rgb, Rect::new(-500, -500, 10, 10));
+        let _ = sp.predict_rgb(&rgb, Rect::new(i64::MIN, i64::MIN, i64::MAX, i64::MAX));
     }
 
     #[test]
