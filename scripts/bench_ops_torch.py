@@ -1,10 +1,12 @@
 """PyTorch timings of the ops in examples/kernel_bench.rs (same shapes, f32, CPU, 2 threads).
 
-Run: /opt/ref/bin/python scripts/bench_ops_torch.py [FILTER] [--reps N]
+Run: [TORCH_THREADS=1] /opt/ref/bin/python scripts/bench_ops_torch.py [FILTER] [--reps N]
 Versions used: torch 2.12.1 (CPU, oneDNN), numpy 1.26, Python from /opt/ref.
-Prints best of N runs after a warm-up, ms and GFLOP/s, and the 1-minute load average before each measurement.
+Prints best of N runs after a warm-up: wall ms and GFLOP/s, process CPU ms and the rate that would give on idle
+threads (CPU time is what to compare on a loaded machine), and the 1-minute load average before each measurement.
 """
 
+import os
 import sys
 import time
 
@@ -18,18 +20,25 @@ def load_average():
 
 
 def best_ms(reps, fn):
+    """Best wall ms and best process CPU ms (all threads; robust on a loaded machine) after a warm-up."""
     load = load_average()
     fn()
-    best = float("inf")
+    best, best_cpu = float("inf"), float("inf")
     for _ in range(reps):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
         best = min(best, time.perf_counter() - start)
-    return best * 1e3, load
+        best_cpu = min(best_cpu, time.process_time() - start_cpu)
+    return best * 1e3, best_cpu * 1e3, load
 
 
-def report(name, flop, ms, load):
-    print(f"{name:<34} {'torch':<8} {ms:>9.2f} ms {flop / ms / 1e6:>7.1f} GFLOP/s  load {load}")
+def report(name, flop, timing):
+    ms, cpu_ms, load = timing
+    threads = torch.get_num_threads()
+    print(
+        f"{name:<34} {'torch':<8} {ms:>9.2f} ms {flop / ms / 1e6:>7.1f} GFLOP/s | cpu {cpu_ms:>9.2f} ms = "
+        f"{flop / (cpu_ms / threads) / 1e6:>7.1f} GFLOP/s per {threads} thr  load {load}"
+    )
 
 
 def main():
@@ -40,7 +49,8 @@ def main():
         reps = int(args[i + 1])
         del args[i : i + 2]
     wanted = args[0] if args else None
-    torch.set_num_threads(2)
+    threads = int(os.environ.get("TORCH_THREADS", "2"))
+    torch.set_num_threads(threads)
     torch.manual_seed(0)
     print(f"torch {torch.__version__} threads {torch.get_num_threads()} {torch.backends.cpu.get_cpu_capability()}")
     with torch.inference_mode():
@@ -52,8 +62,7 @@ def main():
             w = torch.randn(channels, channels, 3, 3) * 0.02
             b = torch.randn(channels)
             flop = 2.0 * batch * channels * size * size * channels * 9
-            ms, load = best_ms(reps, lambda: F.conv2d(x, w, b, stride=1, padding=1))
-            report(name, flop, ms, load)
+            report(name, flop, best_ms(reps, lambda: F.conv2d(x, w, b, stride=1, padding=1)))
         for lq, lk, d in [(1024, 1024, 40), (4096, 4096, 40), (4096, 77, 40), (1024, 77, 80), (256, 77, 160)]:
             batch, heads = 2, 8
             name = f"attention b{batch} h{heads} {lq}x{lk} d{d}"
@@ -63,8 +72,7 @@ def main():
             k = torch.randn(batch, heads, lk, d)
             v = torch.randn(batch, heads, lk, d)
             flop = 4.0 * batch * heads * lq * lk * d
-            ms, load = best_ms(reps, lambda: F.scaled_dot_product_attention(q, k, v))
-            report(name, flop, ms, load)
+            report(name, flop, best_ms(reps, lambda: F.scaled_dot_product_attention(q, k, v)))
 
 
 if __name__ == "__main__":

@@ -11,14 +11,17 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::simd::{exp2_sub_sum, row_max, scale};
-use super::storage::{check_f32, dims, tensor_from_vec, with_f32_slice, KernelError, SharedMut};
+use super::storage::{
+    check_f32, dims, tensor_from_vec, threads, with_f32_slice, KernelError, SharedMut,
+};
 
 const OP: &str = "scaled_dot_product_attention";
 
-/// Query rows per task.
-pub const DEFAULT_QUERY_BLOCK: usize = 64;
+/// Query rows per task (fewer when that would leave a thread idle). With [`DEFAULT_KEY_BLOCK`] the score tile is
+/// 1 MiB, inside one core's L2; the sweep in docs/perf-kernels.md found 256×1024 the fastest of the sizes tried.
+pub const DEFAULT_QUERY_BLOCK: usize = 256;
 /// Keys per score tile.
-pub const DEFAULT_KEY_BLOCK: usize = 256;
+pub const DEFAULT_KEY_BLOCK: usize = 1024;
 
 /// `softmax(q·kᵀ/√d)·v` for `q` `[B, H, Lq, d]`, `k` `[B, H, Lk, d]`, `v` `[B, H, Lk, dv]` (f32); returns
 /// `[B, H, Lq, dv]`. Non-CPU tensors go through candle's unfused ops.
@@ -118,6 +121,7 @@ fn run(
     query_block: usize,
     key_block: usize,
 ) {
+    let query_block = balanced_query_block(shape, query_block);
     let blocks_per_head = shape.lq.div_ceil(query_block);
     let out = SharedMut::new(out);
     (0..shape.heads * blocks_per_head)
@@ -138,6 +142,16 @@ fn run(
             };
             attend_block(shape, q, k, v, out, rows, key_block, scratch);
         });
+}
+
+/// `query_block`, shrunk (not below 16 rows) until there are at least two tasks per thread.
+fn balanced_query_block(shape: &Dims, query_block: usize) -> usize {
+    let wanted_tasks = 2 * threads();
+    let mut block = query_block;
+    while block > 16 && shape.heads * shape.lq.div_ceil(block) < wanted_tasks {
+        block /= 2;
+    }
+    block
 }
 
 /// Attention of `rows` query rows against all keys of one head, written to `out` (`[rows, dv]`).

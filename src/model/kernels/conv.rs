@@ -100,22 +100,12 @@ pub fn conv2d(
     stride: usize,
     padding: usize,
 ) -> candle_core::Result<Tensor> {
-    conv2d_with_tile(
-        input,
-        weight,
-        bias,
-        stride,
-        padding,
-        default_tile_cols(weight),
-    )
+    conv2d_with_tile(input, weight, bias, stride, padding, DEFAULT_TILE_COLS)
 }
 
-/// Columns per tile that keep the im2col slice (`in·kh·kw·cols` floats) around 1 MiB, in multiples of 64.
-fn default_tile_cols(weight: &PackedConvWeight) -> usize {
-    let k = weight.in_channels * weight.kernel_h * weight.kernel_w;
-    let cols = (256 * 1024) / k.max(1);
-    (cols / 64 * 64).clamp(64, 1024)
-}
+/// Output pixels per im2col tile. Measured (1 thread, AVX-512, docs/perf-kernels.md): 192–384 is best for every
+/// SD1.5 shape (K = 1152…11520); smaller tiles repack the weights too often, larger ones spill the tile from L2.
+const DEFAULT_TILE_COLS: usize = 256;
 
 /// [`conv2d`] with an explicit tile width (output pixels per im2col tile); for tuning and benchmarks.
 #[doc(hidden)]
