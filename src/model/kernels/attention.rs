@@ -10,7 +10,7 @@ use candle_core::Tensor;
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::simd::{exp2_sub_sum, row_max, scale};
+use super::simd::{column_exp2_sub_sum, column_max, scale_rows};
 use super::storage::{
     check_f32, dims, tensor_from_vec, threads, with_f32_slice, KernelError, SharedMut,
 };
@@ -102,12 +102,14 @@ fn unfused(q: &Tensor, k: &Tensor, v: &Tensor) -> candle_core::Result<Tensor> {
     candle_nn::ops::softmax_last_dim(&scores)?.matmul(v)
 }
 
-/// Per-task scratch: scaled queries, score tile, running max / sum, output accumulator.
+/// Per-task scratch: scaled queries, key-major score tile, running max / sum, column-major output accumulator.
 #[derive(Default)]
 struct Scratch {
     q: Vec<f32>,
     s: Vec<f32>,
     m: Vec<f32>,
+    m_new: Vec<f32>,
+    correction: Vec<f32>,
     l: Vec<f32>,
     o: Vec<f32>,
 }
@@ -155,6 +157,10 @@ fn balanced_query_block(shape: &Dims, query_block: usize) -> usize {
 }
 
 /// Attention of `rows` query rows against all keys of one head, written to `out` (`[rows, dv]`).
+///
+/// Scores are kept key-major (`s[j·rows + r]`): the softmax then runs down columns, vectorised across query rows
+/// with no horizontal reductions, and `P` is already column-major for `O += P·V`. `O` is column-major too
+/// (`o[c·rows + r]`), so the rescale by `2^(m_old − m_new)` is vectorised across rows as well.
 #[allow(clippy::too_many_arguments)]
 fn attend_block(
     shape: &Dims,
@@ -169,69 +175,64 @@ fn attend_block(
     let (d, dv) = (shape.d, shape.dv);
     let key_block = key_block.min(shape.lk);
     let factor = std::f32::consts::LOG2_E / (d as f32).sqrt();
-    scratch.q.clear();
-    scratch.q.extend(q.iter().map(|x| x * factor));
-    scratch.s.resize(rows * key_block, 0.0);
-    scratch.m.clear();
-    scratch.m.resize(rows, f32::NEG_INFINITY);
-    scratch.l.clear();
-    scratch.l.resize(rows, 0.0);
-    scratch.o.clear();
-    scratch.o.resize(rows * dv, 0.0);
+    let sc = scratch;
+    sc.q.clear();
+    sc.q.extend(q.iter().map(|x| x * factor));
+    sc.s.resize(rows * key_block, 0.0);
+    for (buffer, value) in [
+        (&mut sc.m, f32::NEG_INFINITY),
+        (&mut sc.m_new, f32::NEG_INFINITY),
+        (&mut sc.correction, 0.0),
+        (&mut sc.l, 0.0),
+    ] {
+        buffer.clear();
+        buffer.resize(rows, value);
+    }
+    sc.o.clear();
+    sc.o.resize(rows * dv, 0.0);
     for key0 in (0..shape.lk).step_by(key_block) {
         let keys = key_block.min(shape.lk - key0);
-        scores(
-            &scratch.q,
-            &k[key0 * d..],
-            &mut scratch.s,
-            rows,
-            keys,
-            d,
-            key_block,
-        );
-        online_softmax(scratch, rows, keys, key_block, dv);
-        accumulate_pv(
-            &scratch.s,
-            &v[key0 * dv..],
-            &mut scratch.o,
-            rows,
-            keys,
-            dv,
-            key_block,
-        );
+        scores_key_major(&sc.q, &k[key0 * d..], &mut sc.s, rows, keys, d);
+        online_softmax(sc, rows, keys, dv);
+        accumulate_pv(&sc.s, &v[key0 * dv..], &mut sc.o, rows, keys, dv);
     }
-    for (r, out_row) in out.chunks_exact_mut(dv).enumerate() {
-        let inv = 1.0 / scratch.l[r];
-        for (o, &acc) in out_row.iter_mut().zip(&scratch.o[r * dv..(r + 1) * dv]) {
-            *o = acc * inv;
+    write_normalised(&sc.o, &mut sc.l, out, rows, dv);
+}
+
+/// `out[r, c] = o[c·rows + r] / l[r]`: the transpose of the column-major accumulator, in blocks of 8 rows so that
+/// both sides stay in a few cache lines (`l` is overwritten with its inverse).
+fn write_normalised(o: &[f32], l: &mut [f32], out: &mut [f32], rows: usize, dv: usize) {
+    for x in l.iter_mut() {
+        *x = 1.0 / *x;
+    }
+    const BLOCK: usize = 8;
+    for r0 in (0..rows).step_by(BLOCK) {
+        let r1 = (r0 + BLOCK).min(rows);
+        for c in 0..dv {
+            let column = &o[c * rows + r0..c * rows + r1];
+            for ((r, &value), &inv) in (r0..r1).zip(column).zip(&l[r0..r1]) {
+                out[r * dv + c] = value * inv;
+            }
         }
     }
 }
 
-/// `s[r, j] = Σ_c q[r, c]·k[j, c]` for `rows × keys`; rows of `s` are `s_stride` apart.
-fn scores(
-    q: &[f32],
-    k: &[f32],
-    s: &mut [f32],
-    rows: usize,
-    keys: usize,
-    d: usize,
-    s_stride: usize,
-) {
-    // SAFETY: q is rows×d, k holds at least keys×d values, s at least rows×s_stride.
+/// `s[j·rows + r] = Σ_c k[j, c]·q[r, c]` for `keys × rows`.
+fn scores_key_major(q: &[f32], k: &[f32], s: &mut [f32], rows: usize, keys: usize, d: usize) {
+    // SAFETY: q is rows×d, k holds at least keys×d values, s at least keys×rows.
     unsafe {
         gemm::gemm(
-            rows,
             keys,
+            rows,
             d,
             s.as_mut_ptr(),
             1,
-            s_stride as isize,
+            rows as isize,
             false,
-            q.as_ptr(),
+            k.as_ptr(),
             1,
             d as isize,
-            k.as_ptr(),
+            q.as_ptr(),
             d as isize,
             1,
             0.0,
@@ -244,47 +245,40 @@ fn scores(
     }
 }
 
-/// Turns the score tile into probabilities `2^(s − m_new)`, updating the running max/sum and rescaling the
-/// accumulated output rows when the max grew.
-fn online_softmax(scratch: &mut Scratch, rows: usize, keys: usize, s_stride: usize, dv: usize) {
+/// Turns the key-major score tile into probabilities `2^(s − m_new)`, updating the running max/sum and rescaling
+/// the accumulated output rows.
+fn online_softmax(sc: &mut Scratch, rows: usize, keys: usize, dv: usize) {
+    sc.m_new.copy_from_slice(&sc.m);
+    column_max(&sc.s, keys, rows, &mut sc.m_new);
+    let mut grew = false;
     for r in 0..rows {
-        let row = &mut scratch.s[r * s_stride..r * s_stride + keys];
-        let m_old = scratch.m[r];
-        let m_new = m_old.max(row_max(row));
-        let sum = exp2_sub_sum(row, m_new);
-        if m_new > m_old {
-            let correction = (m_old - m_new).exp2();
-            scratch.l[r] *= correction;
-            scale(&mut scratch.o[r * dv..(r + 1) * dv], correction);
-            scratch.m[r] = m_new;
-        }
-        scratch.l[r] += sum;
+        let (old, new) = (sc.m[r], sc.m_new[r]);
+        sc.correction[r] = if new > old { (old - new).exp2() } else { 1.0 };
+        grew |= new > old;
+        sc.l[r] *= sc.correction[r];
     }
+    if grew {
+        scale_rows(&mut sc.o[..rows * dv], rows, &sc.correction);
+    }
+    sc.m.copy_from_slice(&sc.m_new);
+    column_exp2_sub_sum(&mut sc.s, keys, rows, &sc.m, &mut sc.l);
 }
 
-/// `o[r, c] += Σ_j p[r, j]·v[j, c]` for `rows × dv`; rows of `p` are `p_stride` apart.
-fn accumulate_pv(
-    p: &[f32],
-    v: &[f32],
-    o: &mut [f32],
-    rows: usize,
-    keys: usize,
-    dv: usize,
-    p_stride: usize,
-) {
-    // SAFETY: p is rows×p_stride, v holds at least keys×dv values, o is rows×dv.
+/// `o[c·rows + r] += Σ_j p[j·rows + r]·v[j, c]` for `rows × dv`.
+fn accumulate_pv(p: &[f32], v: &[f32], o: &mut [f32], rows: usize, keys: usize, dv: usize) {
+    // SAFETY: p holds keys×rows values, v at least keys×dv, o is rows×dv.
     unsafe {
         gemm::gemm(
             rows,
             dv,
             keys,
             o.as_mut_ptr(),
+            rows as isize,
             1,
-            dv as isize,
             true,
             p.as_ptr(),
+            rows as isize,
             1,
-            p_stride as isize,
             v.as_ptr(),
             1,
             dv as isize,

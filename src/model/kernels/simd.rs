@@ -1,9 +1,8 @@
-//! Vectorised row helpers for the softmax of the attention kernel: max, `exp2(x − m)` with its sum, scaling.
+//! Vectorised helpers for the online softmax of the attention kernel, on key-major score tiles: column max,
+//! `exp2(x − m)` with column sums, row scaling of a column-major block.
 //!
-//! Written as plain loops over fixed-width lane arrays that LLVM turns into SIMD; each public helper dispatches at
+//! Written as plain element-wise loops over query rows (contiguous) that LLVM turns into SIMD; each public helper dispatches at
 //! run time to a copy compiled for AVX-512 or AVX2+FMA when the CPU has it (portable code otherwise).
-
-const LANES: usize = 16;
 
 /// `2^x` for `x <= 0` (inputs below −126 give 0): rounding split `x = n + f`, `|f| ≤ 1/2`, degree-7 Taylor
 /// polynomial of `e^(f ln 2)` (relative error ≈ 1e-8, below f32 rounding).
@@ -37,45 +36,44 @@ fn exp2_nonpositive(x: f32) -> f32 {
     p * scale
 }
 
+/// `out[r] = max(out[r], max_j tile[j·stride + r])` over `keys` rows of a key-major tile.
 #[inline(always)]
-fn max_generic(row: &[f32]) -> f32 {
-    let mut acc = [f32::NEG_INFINITY; LANES];
-    let chunks = row.chunks_exact(LANES);
-    let tail = chunks.remainder();
-    for chunk in chunks {
-        for (a, &v) in acc.iter_mut().zip(chunk) {
-            *a = if v > *a { v } else { *a };
+fn column_max_generic(tile: &[f32], keys: usize, stride: usize, out: &mut [f32]) {
+    let rows = out.len();
+    for j in 0..keys {
+        let row = &tile[j * stride..j * stride + rows];
+        for (o, &v) in out.iter_mut().zip(row) {
+            *o = if v > *o { v } else { *o };
         }
     }
-    let mut m = f32::NEG_INFINITY;
-    for &v in acc.iter().chain(tail) {
-        m = if v > m { v } else { m };
-    }
-    m
 }
 
+/// `tile[j·stride + r] = 2^(tile[j·stride + r] − m[r])` for `keys` rows, adding each row's values into `sums`.
 #[inline(always)]
-fn exp2_sub_sum_generic(row: &mut [f32], m: f32) -> f32 {
-    let mut acc = [0f32; LANES];
-    let mut chunks = row.chunks_exact_mut(LANES);
-    for chunk in &mut chunks {
-        for (a, v) in acc.iter_mut().zip(chunk.iter_mut()) {
-            *v = exp2_nonpositive(*v - m);
-            *a += *v;
+fn column_exp2_sub_sum_generic(
+    tile: &mut [f32],
+    keys: usize,
+    stride: usize,
+    m: &[f32],
+    sums: &mut [f32],
+) {
+    let rows = m.len();
+    for j in 0..keys {
+        let row = &mut tile[j * stride..j * stride + rows];
+        for ((v, &mr), s) in row.iter_mut().zip(m).zip(sums.iter_mut()) {
+            *v = exp2_nonpositive(*v - mr);
+            *s += *v;
         }
     }
-    let mut sum = 0f32;
-    for v in chunks.into_remainder() {
-        *v = exp2_nonpositive(*v - m);
-        sum += *v;
-    }
-    sum + acc.iter().sum::<f32>()
 }
 
+/// `columns[c·stride + r] *= factors[r]` for every column `c` of a column-major block of `factors.len()` rows.
 #[inline(always)]
-fn scale_generic(row: &mut [f32], factor: f32) {
-    for v in row {
-        *v *= factor;
+fn scale_rows_generic(columns: &mut [f32], stride: usize, factors: &[f32]) {
+    for column in columns.chunks_mut(stride) {
+        for (v, &f) in column.iter_mut().zip(factors) {
+            *v *= f;
+        }
     }
 }
 
@@ -108,16 +106,17 @@ macro_rules! dispatch {
 }
 
 dispatch!(
-    /// Largest value of `row` (−∞ for an empty row).
-    row_max, max_generic, (row: &[f32]) -> f32
+    /// Column-wise running max of a key-major score tile (see `column_max_generic`).
+    column_max, column_max_generic, (tile: &[f32], keys: usize, stride: usize, out: &mut [f32]) -> ()
 );
 dispatch!(
-    /// Replaces each `x` of `row` by `2^(x − m)` (`m` ≥ every `x`) and returns their sum.
-    exp2_sub_sum, exp2_sub_sum_generic, (row: &mut [f32], m: f32) -> f32
+    /// Column-wise `2^(x − m)` with sums (see `column_exp2_sub_sum_generic`).
+    column_exp2_sub_sum, column_exp2_sub_sum_generic,
+    (tile: &mut [f32], keys: usize, stride: usize, m: &[f32], sums: &mut [f32]) -> ()
 );
 dispatch!(
-    /// Multiplies `row` by `factor`.
-    scale, scale_generic, (row: &mut [f32], factor: f32) -> ()
+    /// Row scaling of a column-major block (see `scale_rows_generic`).
+    scale_rows, scale_rows_generic, (columns: &mut [f32], stride: usize, factors: &[f32]) -> ()
 );
 
 #[cfg(test)]
@@ -139,19 +138,42 @@ mod tests {
     }
 
     #[test]
-    fn row_helpers_agree_with_scalar_code() {
-        let mut row: Vec<f32> = (0..37)
+    fn column_helpers_agree_with_scalar_code() {
+        // 3 keys × 37 query rows in a tile whose rows are 40 apart (the last 3 entries of each row are unused).
+        let (keys, rows, stride) = (3, 37, 40);
+        let tile: Vec<f32> = (0..keys * stride)
             .map(|i| ((i * 7919) % 101) as f32 * 0.1 - 5.0)
             .collect();
-        let m = row_max(&row);
-        assert_eq!(m, row.iter().cloned().fold(f32::NEG_INFINITY, f32::max));
-        let want: Vec<f32> = row.iter().map(|x| (x - m).exp2()).collect();
-        let sum = exp2_sub_sum(&mut row, m);
-        for (g, w) in row.iter().zip(&want) {
-            assert!((g - w).abs() <= 1e-6 * w.abs(), "{g} vs {w}");
+        let mut m = vec![-1.0f32; rows];
+        column_max(&tile, keys, stride, &mut m);
+        for (r, &mr) in m.iter().enumerate() {
+            let want = (0..keys)
+                .map(|j| tile[j * stride + r])
+                .fold(-1.0f32, f32::max);
+            assert_eq!(mr, want, "row {r}");
         }
-        assert!((sum - want.iter().sum::<f32>()).abs() < 1e-5);
-        scale(&mut row, 2.0);
-        assert!((row[3] - 2.0 * want[3]).abs() < 1e-6);
+        let mut probs = tile.clone();
+        let mut sums = vec![1.0f32; rows];
+        column_exp2_sub_sum(&mut probs, keys, stride, &m, &mut sums);
+        for r in 0..rows {
+            let mut want_sum = 1.0f32;
+            for j in 0..keys {
+                let want = (tile[j * stride + r] - m[r]).exp2();
+                let got = probs[j * stride + r];
+                assert!((got - want).abs() <= 1e-6 * want, "{got} vs {want}");
+                want_sum += want;
+            }
+            assert!((sums[r] - want_sum).abs() <= 1e-5, "row {r}");
+        }
+        assert_eq!(
+            probs[rows..stride],
+            tile[rows..stride],
+            "entries past `rows` untouched"
+        );
+        let mut columns = vec![1.0f32; 2 * stride];
+        let factors: Vec<f32> = (0..rows).map(|r| r as f32).collect();
+        scale_rows(&mut columns, stride, &factors);
+        assert_eq!(columns[stride + 5], 5.0);
+        assert_eq!(columns[rows], 1.0, "padding rows untouched");
     }
 }
