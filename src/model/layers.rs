@@ -3,7 +3,8 @@
 //! Every layer keeps the diffusers name of its weight (`name`), so adapters (LoRA, issue 3) can find the module
 //! they target, and forward passes go through one place that the fast kernels (issue 6) can take over.
 
-use candle_core::{Module, Result, Tensor};
+use super::kernels::conv::{conv2d, PackedConvWeight};
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 /// A fully connected layer `y = x Wᵀ + b` with the weight stored as `[out, in]` (PyTorch layout).
@@ -102,11 +103,15 @@ impl Conv2d {
 
 impl Module for Conv2d {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let ys = xs.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
-        match &self.bias {
-            Some(bias) => ys.broadcast_add(&bias.reshape((1, (), 1, 1))?),
-            None => Ok(ys),
+        if xs.dtype() != DType::F32 || self.weight.dtype() != DType::F32 {
+            let ys = xs.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
+            return match &self.bias {
+                Some(bias) => ys.broadcast_add(&bias.reshape((1, (), 1, 1))?),
+                None => Ok(ys),
+            };
         }
+        let weight = PackedConvWeight::new(&self.weight)?;
+        conv2d(xs, &weight, self.bias.as_ref(), self.stride, self.padding)
     }
 }
 
