@@ -4,8 +4,10 @@
 //! logs to stderr.
 
 mod bench;
+mod faces;
 mod generate;
 mod progress;
+mod score;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -27,6 +29,11 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Time one UNet step (CFG batch 2), one VAE decode and one text encode at real SD1.5 shapes.
     Bench(bench::BenchArgs),
+    /// Face detection and dlib face descriptors.
+    #[command(subcommand)]
+    Faces(faces::FacesCommand),
+    /// Score images against reference photos of the person: similarity, dlib distance, nearest photo.
+    Score(score::ScoreArgs),
 }
 
 /// Entry point of the binary: parses arguments, runs the command, prints errors with their causes.
@@ -36,6 +43,8 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Generate(args) => generate::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Faces(command) => faces::run(command),
+        Command::Score(args) => score::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
