@@ -11,6 +11,8 @@ Outputs in tests/fixtures/faces_dnn/:
   descriptors.json    dlib face_recognition_model_v1.compute_face_descriptor(chip) for every chip
   det_*.png           photos downscaled with PIL (LANCZOS) and stored losslessly, so Rust sees dlib's pixels
   detections.json     dlib cnn_face_detection_model_v1(img, upsample) boxes (l,t,r,b inclusive) + confidence
+  pipeline.json       end to end on det_2008_002506.png: CNN detector (upsample 0) -> 5-point shape predictor on
+                      each box -> compute_face_descriptor(img, shape) (chip 150, padding 0.25, no jitter)
   resize_rgb_*.png    a crop of det_2008_002506.png and dlib.resize_image of it to pyramid_up's size
                       ((2*rows+1) x (2*cols+2)), i.e. what dlib's pyramid_up produces for upsampling
   resize_f32.bin      little-endian f32: a 23x31 ramp+noise image, then dlib.resize_image of it to 19x25
@@ -106,12 +108,33 @@ def make_resize():
     print("resize fixtures", up.shape, down.shape, upf.shape)
 
 
+def make_pipeline():
+    cnn = dlib.cnn_face_detection_model_v1(os.path.join(MODELS, "mmod_human_face_detector.dat"))
+    sp = dlib.shape_predictor(os.path.join(MODELS, "shape_predictor_5_face_landmarks.dat"))
+    rec = dlib.face_recognition_model_v1(os.path.join(MODELS, "dlib_face_recognition_resnet_model_v1.dat"))
+    img = load_rgb(os.path.join(OUT, "det_2008_002506.png"))
+    faces = []
+    for d in cnn(img, 0):
+        shape = sp(img, d.rect)
+        desc = rec.compute_face_descriptor(img, shape)
+        faces.append({
+            "rect": [d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()],
+            "landmarks": [[p.x, p.y] for p in shape.parts()],
+            "descriptor": [float(v) for v in desc],
+        })
+    with open(os.path.join(OUT, "pipeline.json"), "w") as f:
+        json.dump({"dlib": dlib.__version__, "image": "det_2008_002506.png", "faces": faces}, f, indent=1)
+    print("pipeline", len(faces), "faces")
+
+
 if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
-    what = sys.argv[1:] or ["chips", "detections", "resize"]
+    what = sys.argv[1:] or ["chips", "detections", "resize", "pipeline"]
     if "chips" in what:
         make_chips()
     if "detections" in what:
         make_detections()
     if "resize" in what:
         make_resize()
+    if "pipeline" in what:
+        make_pipeline()

@@ -137,16 +137,22 @@ pub fn conv2d(input: &Tensor, conv: &Conv, epilogue: Epilogue) -> Tensor {
         .step_by(rows_per_tile)
         .map(|r0| (r0, (r0 + rows_per_tile).min(out_nr)))
         .collect();
-    let results: Vec<Vec<f32>> = tiles
-        .par_iter()
-        .map(|&(r0, r1)| conv_tile(input, conv, r0, r1, out_nc, epilogue))
-        .collect();
+    let phased = (conv.stride_x > 1 && conv.num_filters > DIRECT_MAX_FILTERS)
+        .then(|| PhaseSplit::new(input, conv.stride_x));
+    // A few tiles per thread at a time, so only a handful of tile buffers exist at once.
+    let group = 4 * rayon::current_num_threads().max(1);
     let plane = out_nr * out_nc;
-    for (&(r0, r1), tile) in tiles.iter().zip(&results) {
-        let tile_len = (r1 - r0) * out_nc;
-        for o in 0..conv.num_filters {
-            let dst = &mut out.data[o * plane + r0 * out_nc..o * plane + r1 * out_nc];
-            dst.copy_from_slice(&tile[o * tile_len..(o + 1) * tile_len]);
+    for group_tiles in tiles.chunks(group) {
+        let results: Vec<Vec<f32>> = group_tiles
+            .par_iter()
+            .map(|&(r0, r1)| conv_tile(input, phased.as_ref(), conv, (r0, r1), out_nc, epilogue))
+            .collect();
+        for (&(r0, r1), tile) in group_tiles.iter().zip(&results) {
+            let tile_len = (r1 - r0) * out_nc;
+            for o in 0..conv.num_filters {
+                let dst = &mut out.data[o * plane + r0 * out_nc..o * plane + r1 * out_nc];
+                dst.copy_from_slice(&tile[o * tile_len..(o + 1) * tile_len]);
+            }
         }
     }
     out
@@ -168,9 +174,9 @@ fn tile_rows(patch_len: usize, out_nr: usize, out_nc: usize) -> usize {
 /// One tile of output rows `r0..r1`: im2col, gemm, bias and epilogue; result is `[filter][row][col]`.
 fn conv_tile(
     input: &Tensor,
+    phased: Option<&PhaseSplit>,
     conv: &Conv,
-    r0: usize,
-    r1: usize,
+    (r0, r1): (usize, usize),
     out_nc: usize,
     epilogue: Epilogue,
 ) -> Vec<f32> {
@@ -179,7 +185,7 @@ fn conv_tile(
     if conv.num_filters <= DIRECT_MAX_FILTERS {
         direct_conv_tile(input, conv, (r0, r1), out_nc, &mut tile);
     } else {
-        let cols = im2col(input, conv, r0, r1, out_nc);
+        let cols = im2col(input, phased, conv, (r0, r1), out_nc);
         matmul(
             &conv.filters,
             &cols,
@@ -247,8 +253,9 @@ fn direct_conv_tile(
                                 *d += w * v;
                             }
                         } else {
-                            for (n, d) in dst.iter_mut().enumerate() {
-                                *d += w * src_row[x0 + n * conv.stride_x];
+                            let src = src_row[x0..].iter().step_by(conv.stride_x);
+                            for (d, v) in dst.iter_mut().zip(src) {
+                                *d += w * v;
                             }
                         }
                     }
@@ -269,17 +276,57 @@ fn valid_output_cols(input: &Tensor, conv: &Conv, kx: usize, out_nc: usize) -> (
     (j_lo, j_hi)
 }
 
+/// The input with every row reordered by column phase (x mod stride): columns 0, s, 2s, … then 1, 1+s, …
+/// so that a strided convolution reads each kernel tap's inputs as one contiguous run.
+struct PhaseSplit {
+    data: Vec<f32>,
+    /// Offset of each phase's first value within a reordered row.
+    phase_start: Vec<usize>,
+}
+
+impl PhaseSplit {
+    fn new(input: &Tensor, stride: usize) -> PhaseSplit {
+        let nc = input.nc;
+        let mut phase_start = Vec::with_capacity(stride);
+        let mut start = 0;
+        for phase in 0..stride {
+            phase_start.push(start);
+            start += (nc + stride - 1 - phase.min(nc)) / stride;
+        }
+        let mut data = Vec::with_capacity(input.data.len());
+        for row in input.data.chunks(nc.max(1)) {
+            for phase in 0..stride.min(nc) {
+                data.extend(row[phase..].iter().step_by(stride));
+            }
+        }
+        PhaseSplit { data, phase_start }
+    }
+}
+
 /// The im2col matrix of output rows `r0..r1`: `[c·kh·kw + ky·kw + kx][position]`, zero outside the input.
-fn im2col(input: &Tensor, conv: &Conv, r0: usize, r1: usize, out_nc: usize) -> Vec<f32> {
-    let positions = (r1 - r0) * out_nc;
+fn im2col(
+    input: &Tensor,
+    phased: Option<&PhaseSplit>,
+    conv: &Conv,
+    rows: (usize, usize),
+    out_nc: usize,
+) -> Vec<f32> {
+    let positions = (rows.1 - rows.0) * out_nc;
     let mut cols = vec![0.0f32; conv.patch_len() * positions];
     let mut q = 0;
     for c in 0..conv.k_in {
-        let plane = input.plane(c);
+        let plane = match phased {
+            Some(p) => &p.data[c * input.plane_len()..(c + 1) * input.plane_len()],
+            None => input.plane(c),
+        };
+        let source = PatchSource {
+            plane,
+            phase_start: phased.map(|p| p.phase_start.as_slice()),
+        };
         for ky in 0..conv.nr {
             for kx in 0..conv.nc {
                 let row = &mut cols[q * positions..(q + 1) * positions];
-                fill_patch_row(row, plane, input, conv, (r0, r1), (ky, kx), out_nc);
+                fill_patch_row(row, &source, input, conv, rows, (ky, kx), out_nc);
                 q += 1;
             }
         }
@@ -287,10 +334,16 @@ fn im2col(input: &Tensor, conv: &Conv, r0: usize, r1: usize, out_nc: usize) -> V
     cols
 }
 
+/// One channel plane, either as stored or phase-split ([`PhaseSplit`]).
+struct PatchSource<'a> {
+    plane: &'a [f32],
+    phase_start: Option<&'a [usize]>,
+}
+
 /// One im2col row: for every output position of the tile, the input value under kernel tap (ky, kx).
 fn fill_patch_row(
     row: &mut [f32],
-    plane: &[f32],
+    source: &PatchSource,
     input: &Tensor,
     conv: &Conv,
     (r0, r1): (usize, usize),
@@ -303,14 +356,20 @@ fn fill_patch_row(
         if y < 0 || y as usize >= input.nr || j_lo >= j_hi {
             continue;
         }
-        let src_row = &plane[y as usize * input.nc..(y as usize + 1) * input.nc];
-        let dst = &mut row[(i - r0) * out_nc..(i - r0 + 1) * out_nc];
+        let src_row = &source.plane[y as usize * input.nc..(y as usize + 1) * input.nc];
+        let dst = &mut row[(i - r0) * out_nc + j_lo..(i - r0) * out_nc + j_hi];
         let x0 = j_lo * conv.stride_x + kx - conv.padding_x;
-        if conv.stride_x == 1 {
-            dst[j_lo..j_hi].copy_from_slice(&src_row[x0..x0 + (j_hi - j_lo)]);
-        } else {
-            for (n, d) in dst[j_lo..j_hi].iter_mut().enumerate() {
-                *d = src_row[x0 + n * conv.stride_x];
+        match source.phase_start {
+            Some(starts) => {
+                let start = starts[x0 % conv.stride_x] + x0 / conv.stride_x;
+                dst.copy_from_slice(&src_row[start..start + dst.len()]);
+            }
+            None if conv.stride_x == 1 => dst.copy_from_slice(&src_row[x0..x0 + dst.len()]),
+            None => {
+                let src = src_row[x0..].iter().step_by(conv.stride_x);
+                for (d, v) in dst.iter_mut().zip(src) {
+                    *d = *v;
+                }
             }
         }
     }
