@@ -59,6 +59,7 @@ fn embed_json_has_one_entry_per_readable_image_and_skips_corrupt_ones() {
     let dir = tempfile::tempdir().unwrap();
     let corrupt = dir.path().join("corrupt.jpg");
     write_corrupt(&corrupt);
+    let missing = dir.path().join("missing.png");
     let family = fixture("2008_001009.png");
     let dogs = fixture("dogs.jpg");
     let output = loraeval(&[
@@ -67,6 +68,7 @@ fn embed_json_has_one_entry_per_readable_image_and_skips_corrupt_ones() {
         path_str(&family),
         path_str(&corrupt),
         path_str(&dogs),
+        path_str(&missing),
         "--json",
     ]);
     let json = success_json(&output);
@@ -75,7 +77,14 @@ fn embed_json_has_one_entry_per_readable_image_and_skips_corrupt_ones() {
         stderr.contains(&format!("warning: skipped {}", corrupt.display())),
         "{stderr}"
     );
-    assert!(stderr.contains("1 of 3 images skipped"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "warning: skipped {}: cannot read file",
+            missing.display()
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("2 of 4 images skipped"), "{stderr}");
     let entries = json.as_array().expect("array");
     assert_eq!(entries.len(), 2);
     assert_eq!(entries[0]["image"], path_str(&family));

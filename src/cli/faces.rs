@@ -2,7 +2,7 @@
 
 use super::progress::step_bar;
 use crate::face::pipeline::{process_files, FaceDescription, FaceModels, PipelineOptions};
-use crate::face::reference::skip_reason;
+use crate::face::reference::{describe_inputs, expand_folders, skip_reason};
 use crate::face::FaceError;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -47,7 +47,7 @@ impl FaceOptionArgs {
 /// Options of `loraeval faces embed`.
 #[derive(Debug, Args)]
 pub struct EmbedArgs {
-    /// Image files (PNG, JPEG).
+    /// Image files (PNG, JPEG), or folders searched recursively.
     #[arg(required = true)]
     images: Vec<PathBuf>,
     #[command(flatten)]
@@ -96,10 +96,14 @@ pub fn run(command: FacesCommand) -> Result<()> {
 
 fn run_embed(args: EmbedArgs) -> Result<()> {
     let options = args.face.pipeline_options()?;
+    let paths = expand_folders(&args.images)?;
+    if paths.is_empty() {
+        bail!("no images in {}", describe_inputs(&args.images));
+    }
     let models = load_models()?;
-    let bar = batch_bar(args.images.len(), "faces");
+    let bar = batch_bar(paths.len(), "faces");
     let results = process_files(
-        &args.images,
+        &paths,
         |image| {
             let faces = models.describe_all(image, options)?;
             Ok((image.width(), image.height(), faces))
@@ -120,7 +124,7 @@ fn run_embed(args: EmbedArgs) -> Result<()> {
             Err(error) => skipped.push((path, error)),
         }
     }
-    report_skipped(&skipped, args.images.len())?;
+    report_skipped(&skipped, paths.len())?;
     if args.json {
         println!("{}", serde_json::to_string(&entries)?);
     } else {

@@ -2,7 +2,9 @@
 
 use super::faces::{batch_bar, load_models, report_skipped, FaceOptionArgs};
 use crate::face::pipeline::process_files;
-use crate::face::reference::{describe_inputs, find_images, skip_reason, ReferenceSet};
+use crate::face::reference::{
+    describe_inputs, expand_folders, find_images, skip_reason, ReferenceSet,
+};
 use crate::face::score::{build_reference_set, score_image, ImageScore};
 use anyhow::{bail, Result};
 use clap::Args;
@@ -91,7 +93,7 @@ struct NearestEntry {
 pub fn run(args: ScoreArgs) -> Result<()> {
     let options = args.face.pipeline_options()?;
     let reference_paths = find_images(&args.reference)?;
-    let image_paths = find_images(&args.images)?;
+    let image_paths = expand_folders(&args.images)?;
     if image_paths.is_empty() {
         bail!("no images to score in {}", describe_inputs(&args.images));
     }

@@ -11,6 +11,7 @@
 //!   above dlib's same-person threshold (0.6, stored in the model): dlib would call it a different person
 //!   than the rest. Outliers are reported, not removed (they still count in the centroid).
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use super::pipeline::{dot, mean_descriptor, normalized, Descriptor, FaceDescription, LargestFace};
@@ -59,31 +60,48 @@ pub fn is_image_file(path: &Path) -> bool {
 }
 
 /// Files given directly are kept whatever their extension; folders are walked recursively for image files
-/// (hidden entries skipped). Each folder's images come out sorted by path; order of inputs is kept.
+/// (hidden entries skipped, each folder visited once even through symbolic links). Each folder's images come
+/// out sorted by path; the order of the inputs is kept. A path that does not exist is an error.
 pub fn find_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, ReferenceError> {
+    if let Some(missing) = inputs.iter().find(|p| !p.exists()) {
+        return Err(ReferenceError::Missing {
+            path: missing.clone(),
+        });
+    }
+    expand_folders(inputs)
+}
+
+/// Like [`find_images`], but paths that are not folders are kept even if they do not exist (reading them
+/// fails later, so a batch can skip and count them).
+pub fn expand_folders(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, ReferenceError> {
     let mut images = Vec::new();
+    let mut visited = HashSet::new();
     for input in inputs {
         if input.is_dir() {
             let mut found = Vec::new();
-            walk_folder(input, &mut found)?;
+            walk_folder(input, &mut found, &mut visited)?;
             found.sort();
             images.extend(found);
-        } else if input.exists() {
-            images.push(input.clone());
         } else {
-            return Err(ReferenceError::Missing {
-                path: input.clone(),
-            });
+            images.push(input.clone());
         }
     }
     Ok(images)
 }
 
-fn walk_folder(folder: &Path, found: &mut Vec<PathBuf>) -> Result<(), ReferenceError> {
+fn walk_folder(
+    folder: &Path,
+    found: &mut Vec<PathBuf>,
+    visited: &mut HashSet<PathBuf>,
+) -> Result<(), ReferenceError> {
     let read_dir_error = |source| ReferenceError::ReadDir {
         path: folder.to_path_buf(),
         source,
     };
+    let canonical = folder.canonicalize().map_err(read_dir_error)?;
+    if !visited.insert(canonical) {
+        return Ok(());
+    }
     for entry in std::fs::read_dir(folder).map_err(read_dir_error)? {
         let path = entry.map_err(read_dir_error)?.path();
         let hidden = path
@@ -94,7 +112,7 @@ fn walk_folder(folder: &Path, found: &mut Vec<PathBuf>) -> Result<(), ReferenceE
             continue;
         }
         if path.is_dir() {
-            walk_folder(&path, found)?;
+            walk_folder(&path, found, visited)?;
         } else if is_image_file(&path) {
             found.push(path);
         }
@@ -382,6 +400,37 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "no usable face in the reference photos (2 photos: 1 without a face, 1 unreadable) in refs"
+        );
+    }
+
+    #[test]
+    fn folders_are_walked_recursively_for_images() {
+        let dir = tempfile::tempdir().unwrap();
+        let kohya = dir.path().join("image").join("10_person");
+        std::fs::create_dir_all(kohya.join("sub")).unwrap();
+        for name in ["b.PNG", "a.jpg", "c.txt", ".hidden.png", "sub/d.webp"] {
+            std::fs::write(kohya.join(name), b"x").unwrap();
+        }
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(dir.path(), kohya.join("sub/loop")).unwrap();
+        let found = find_images(&[dir.path().join("image")]).unwrap();
+        let names: Vec<_> = found
+            .iter()
+            .map(|p| p.strip_prefix(&kohya).unwrap().to_path_buf())
+            .collect();
+        let expected: Vec<PathBuf> = ["a.jpg", "b.PNG", "sub/d.webp"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        assert_eq!(names, expected);
+        let missing = dir.path().join("nope.png");
+        assert!(matches!(
+            find_images(std::slice::from_ref(&missing)),
+            Err(ReferenceError::Missing { .. })
+        ));
+        assert_eq!(
+            expand_folders(std::slice::from_ref(&missing)).unwrap(),
+            vec![missing]
         );
     }
 
