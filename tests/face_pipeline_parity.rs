@@ -95,18 +95,13 @@ fn check_photo(name: &str, ours: &[FaceDescription], expected: &[Value]) -> Vec<
     report
 }
 
-fn check_upsample(upsample: u32, skip_large: bool) {
+fn check_upsample(upsample: u32) {
     let json = reference();
     let key = format!("cnn_upsample{upsample}");
     for photo in json["images"].as_array().expect("images") {
         let Some(name) = photo["png"].as_str() else {
             continue;
         };
-        let width = photo["width"].as_i64().unwrap();
-        if skip_large && width > 500 {
-            eprintln!("{name} at upsample {upsample} skipped: set LORAEVAL_SLOW=1");
-            continue;
-        }
         let image = load_rgb_image(&fixtures().join(name)).expect("photo");
         let options = PipelineOptions {
             upsample,
@@ -122,13 +117,12 @@ fn check_upsample(upsample: u32, skip_large: bool) {
 
 #[test]
 fn pipeline_matches_dlib_at_upsample_0() {
-    check_upsample(0, false);
+    check_upsample(0);
 }
 
 #[test]
 fn pipeline_matches_dlib_at_upsample_1() {
-    let slow = std::env::var("LORAEVAL_SLOW").is_ok_and(|v| v == "1");
-    check_upsample(1, !slow);
+    check_upsample(1);
 }
 
 #[test]
