@@ -126,29 +126,42 @@ fn run_embed(args: EmbedArgs) -> Result<()> {
     }
     report_skipped(&skipped, paths.len())?;
     if args.json {
-        println!("{}", serde_json::to_string(&entries)?);
+        write_stdout(&(serde_json::to_string(&entries)? + "\n"))
     } else {
-        print_embed_table(&entries);
+        write_stdout(&embed_table(&entries))
     }
-    Ok(())
 }
 
-fn print_embed_table(entries: &[EmbeddedImage]) {
-    println!("image\tsize\tfaces\tbox [left, top, right, bottom]\tconfidence");
+fn embed_table(entries: &[EmbeddedImage]) -> String {
+    let mut out = String::from("image\tsize\tfaces\tbox [left, top, right, bottom]\tconfidence\n");
     for entry in entries {
         let size = format!("{}x{}", entry.width, entry.height);
         if entry.faces.is_empty() {
-            println!("{}\t{size}\t0\t-\t-", entry.image);
+            out += &format!("{}\t{size}\t0\t-\t-\n", entry.image);
         }
         for face in &entry.faces {
-            println!(
-                "{}\t{size}\t{}\t{:?}\t{:.3}",
+            out += &format!(
+                "{}\t{size}\t{}\t{:?}\t{:.3}\n",
                 entry.image,
                 entry.faces.len(),
                 face.rect,
                 face.confidence
             );
         }
+    }
+    out
+}
+
+/// Writes command output to stdout; a closed pipe (`| head`) ends the output quietly.
+pub fn write_stdout(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        result => result.context("writing to stdout"),
     }
 }
 

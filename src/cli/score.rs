@@ -1,6 +1,6 @@
 //! `loraeval score`: identity scores of images against a reference set of photos of the person.
 
-use super::faces::{batch_bar, load_models, report_skipped, FaceOptionArgs};
+use super::faces::{batch_bar, load_models, report_skipped, write_stdout, FaceOptionArgs};
 use crate::face::pipeline::process_files;
 use crate::face::reference::{
     describe_inputs, expand_folders, find_images, skip_reason, ReferenceSet,
@@ -136,12 +136,10 @@ pub fn run(args: ScoreArgs) -> Result<()> {
             .collect(),
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        write_stdout(&(serde_json::to_string_pretty(&report)? + "\n"))
     } else {
-        print_reference(&report.reference);
-        print_table(&report.images);
+        write_stdout(&(reference_text(&report.reference) + &score_table(&report.images)))
     }
-    Ok(())
 }
 
 fn summarize(reference: &ReferenceSet, found: usize) -> ReferenceSummary {
@@ -195,41 +193,42 @@ fn image_entry(path: &Path, score: &ImageScore) -> ImageEntry {
     }
 }
 
-fn print_reference(summary: &ReferenceSummary) {
-    println!(
-        "reference: {} photos, {} faces used (same person below distance {})",
+fn reference_text(summary: &ReferenceSummary) -> String {
+    let mut out = format!(
+        "reference: {} photos, {} faces used (same person below distance {})\n",
         summary.images, summary.faces, summary.threshold
     );
     if !summary.no_face.is_empty() {
-        println!("  no face: {}", summary.no_face.join(", "));
+        out += &format!("  no face: {}\n", summary.no_face.join(", "));
     }
     for entry in &summary.several_faces {
-        println!(
-            "  several faces: {} ({} faces, the largest is used)",
+        out += &format!(
+            "  several faces: {} ({} faces, the largest is used)\n",
             entry.image, entry.n_faces
         );
     }
     for entry in &summary.outliers {
         let distance = entry.distance_to_others.unwrap_or(f32::NAN);
-        println!(
-            "  outlier: {} ({distance:.3} from the mean of the other photos)",
+        out += &format!(
+            "  outlier: {} ({distance:.3} from the mean of the other photos)\n",
             entry.image
         );
     }
     for entry in &summary.unreadable {
-        println!("  unreadable: {} ({})", entry.image, entry.error);
+        out += &format!("  unreadable: {} ({})\n", entry.image, entry.error);
     }
+    out
 }
 
-fn print_table(images: &[ImageEntry]) {
+fn score_table(images: &[ImageEntry]) -> String {
     let width = images
         .iter()
         .map(|e| e.image.chars().count())
         .max()
         .unwrap_or(0)
         .max(5);
-    println!(
-        "{:<width$}  {:>5}  {:>10}  {:>8}  {:>7}  nearest reference (similarity)",
+    let mut out = format!(
+        "{:<width$}  {:>5}  {:>10}  {:>8}  {:>7}  nearest reference (similarity)\n",
         "image", "faces", "similarity", "distance", "face px"
     );
     for entry in images {
@@ -241,8 +240,8 @@ fn print_table(images: &[ImageEntry]) {
         let size = entry
             .face_size
             .map_or_else(|| "-".to_string(), |s| s.to_string());
-        println!(
-            "{:<width$}  {:>5}  {:>10}  {:>8}  {:>7}  {nearest}",
+        out += &format!(
+            "{:<width$}  {:>5}  {:>10}  {:>8}  {:>7}  {nearest}\n",
             entry.image,
             entry.n_faces,
             number(entry.similarity),
@@ -250,4 +249,5 @@ fn print_table(images: &[ImageEntry]) {
             size
         );
     }
+    out
 }
