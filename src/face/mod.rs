@@ -8,7 +8,10 @@ pub mod dnn;
 pub mod dnn_layers;
 pub mod image_io;
 pub mod mmod;
+pub mod pipeline;
+pub mod reference;
 pub mod resnet;
+pub mod score;
 pub mod serialize;
 pub mod shape_predictor;
 
