@@ -1,7 +1,7 @@
 //! Reference set of a person: the photos of a folder (kohya's `image/NN_name/` layout works as it is), one
 //! descriptor per photo (its largest face), their mean and normalised centroid, and outlier photos.
 //!
-//! Definitions (also in docs/perf-faces.md):
+//! Definitions (also in docs/perf.md, "Face scoring"):
 //! - `mean_descriptor` = element-wise mean of the photos' raw dlib descriptors; dlib's distance of an image
 //!   is the Euclidean distance to it.
 //! - `centroid` = the mean of the unit-length descriptors, scaled to unit length; the similarity of an image
