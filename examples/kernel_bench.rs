@@ -5,16 +5,23 @@
 //! before each measurement (the development machine is shared, so compare only lines taken at low load).
 //! `--ours` skips the candle baselines; `--tile`/`--blocks` override the kernels' tile sizes for tuning.
 //! Compare with `scripts/bench_ops_torch.py` (PyTorch, same shapes).
+//!
+//! `--model unet|vae --size PIXELS` instead times whole SD1.5 models with random weights (UNet: one CFG step,
+//! batch 2; VAE: one decode): every run's wall and process CPU time, so figures can be compared on a loaded machine.
 
 use std::time::Instant;
 
 use anyhow::Result;
 use candle_core::{Device, Tensor};
 use loraeval::model::attention as unfused;
+use loraeval::model::config::{UNetConfig, VaeConfig};
 use loraeval::model::kernels::attention::{
     scaled_dot_product_attention_with_blocks, DEFAULT_KEY_BLOCK, DEFAULT_QUERY_BLOCK,
 };
 use loraeval::model::kernels::conv::{conv2d, conv2d_with_tile, PackedConvWeight};
+use loraeval::model::random_weights::RandomWeights;
+use loraeval::model::unet::UNet2DConditionModel;
+use loraeval::model::vae::AutoEncoderKL;
 
 struct Options {
     filter: Option<String>,
@@ -22,6 +29,8 @@ struct Options {
     tile: Option<usize>,
     blocks: (usize, usize),
     ours_only: bool,
+    model: Option<String>,
+    size: usize,
 }
 
 fn parse_options() -> Result<Options> {
@@ -31,6 +40,8 @@ fn parse_options() -> Result<Options> {
         tile: None,
         blocks: (DEFAULT_QUERY_BLOCK, DEFAULT_KEY_BLOCK),
         ours_only: false,
+        model: None,
+        size: 256,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -43,6 +54,8 @@ fn parse_options() -> Result<Options> {
                 options.blocks = (bq.parse()?, bk.parse()?);
             }
             "--ours" => options.ours_only = true,
+            "--model" => options.model = args.next(),
+            "--size" => options.size = args.next().unwrap_or_default().parse()?,
             _ => options.filter = Some(arg),
         }
     }
@@ -175,9 +188,48 @@ fn wanted(options: &Options, name: &str) -> bool {
         .is_none_or(|f| name.contains(f.as_str()))
 }
 
+/// Times `reps` runs of a whole model (after one warm-up), printing wall and CPU seconds of each.
+fn bench_model(options: &Options, model: &str) -> Result<()> {
+    let device = Device::Cpu;
+    let latent = options.size / 8;
+    let mut run: Box<dyn FnMut() -> Result<Tensor>> = match model {
+        "unet" => {
+            let config = UNetConfig::sd15();
+            let unet = UNet2DConditionModel::load(RandomWeights::var_builder(1, &device), &config)?;
+            let x = random(&[2, 4, latent, latent])?;
+            let context = random(&[2, 77, config.cross_attention_dim])?;
+            Box::new(move || Ok(unet.forward(&x, 500.5, &context)?))
+        }
+        "vae" => {
+            let vae =
+                AutoEncoderKL::load(RandomWeights::var_builder(2, &device), &VaeConfig::sd15())?;
+            let z = random(&[1, 4, latent, latent])?;
+            Box::new(move || Ok(vae.decode(&z)?))
+        }
+        other => anyhow::bail!("--model must be unet or vae, got {other}"),
+    };
+    run()?;
+    for _ in 0..options.reps.max(1) {
+        let load = load_average();
+        let cpu = process_cpu_ns();
+        let start = Instant::now();
+        drop(run()?);
+        println!(
+            "{model} {size}: wall {:.3} s  cpu {:.3} s  load {load}",
+            start.elapsed().as_secs_f64(),
+            (process_cpu_ns() - cpu) as f64 / 1e9,
+            size = options.size
+        );
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let options = parse_options()?;
     println!("threads {}", rayon::current_num_threads());
+    if let Some(model) = &options.model {
+        return bench_model(&options, model);
+    }
     for (batch, channels, size) in [
         (2, 320, 32),
         (2, 640, 16),

@@ -1,6 +1,9 @@
 """PyTorch timings of the ops in examples/kernel_bench.rs (same shapes, f32, CPU, 2 threads).
 
 Run: [TORCH_THREADS=1] /opt/ref/bin/python scripts/bench_ops_torch.py [FILTER] [--reps N]
+     /opt/ref/bin/python scripts/bench_ops_torch.py --model unet|vae [--size PIXELS] [--reps N]
+(the second form: whole SD1.5 models as in scripts/bench_torch.py, wall and CPU seconds of every run, like
+`kernel_bench --model`; diffusers 0.42.1).
 Versions used: torch 2.12.1 (CPU, oneDNN), numpy 1.26, Python from /opt/ref.
 Prints best of N runs after a warm-up: wall ms and GFLOP/s, process CPU ms and the rate that would give on idle
 threads (CPU time is what to compare on a loaded machine), and the 1-minute load average before each measurement.
@@ -41,19 +44,51 @@ def report(name, flop, timing):
     )
 
 
+def take_option(args, name, default):
+    if name not in args:
+        return default
+    i = args.index(name)
+    value = args[i + 1]
+    del args[i : i + 2]
+    return value
+
+
+def bench_model(model, size, reps):
+    """Wall and CPU seconds of each of `reps` runs of a whole model, after a warm-up."""
+    from bench_torch import sd15_unet, sd15_vae
+
+    latent = size // 8
+    if model == "unet":
+        net = sd15_unet()
+        x, context = torch.randn(2, 4, latent, latent), torch.randn(2, 77, 768)
+        run = lambda: net(x, 500.5, context)
+    else:
+        net = sd15_vae()
+        z = torch.randn(1, 4, latent, latent)
+        run = lambda: net.decode(z)
+    run()
+    for _ in range(reps):
+        load = load_average()
+        start, start_cpu = time.perf_counter(), time.process_time()
+        run()
+        wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
+        print(f"torch {model} {size}: wall {wall:.3f} s  cpu {cpu:.3f} s  load {load}")
+
+
 def main():
     args = sys.argv[1:]
-    reps = 3
-    if "--reps" in args:
-        i = args.index("--reps")
-        reps = int(args[i + 1])
-        del args[i : i + 2]
+    reps = int(take_option(args, "--reps", 3))
+    model = take_option(args, "--model", None)
+    size = int(take_option(args, "--size", 256))
     wanted = args[0] if args else None
     threads = int(os.environ.get("TORCH_THREADS", "2"))
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     print(f"torch {torch.__version__} threads {torch.get_num_threads()} {torch.backends.cpu.get_cpu_capability()}")
     with torch.inference_mode():
+        if model:
+            bench_model(model, size, reps)
+            return
         for batch, channels, size in [(2, 320, 32), (2, 640, 16), (2, 1280, 8), (1, 128, 256), (1, 512, 64), (2, 320, 64)]:
             name = f"conv3x3 b{batch} {channels}ch {size}x{size}"
             if wanted and wanted not in name:

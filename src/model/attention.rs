@@ -5,6 +5,7 @@
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
+use super::kernels;
 use super::layers::{Conv2d, GroupNorm, LayerNorm, Linear};
 
 /// Largest attention-score block (`heads_per_chunk × Lq × Lk` f32 values) computed at once, in bytes.
@@ -97,25 +98,40 @@ impl Attention {
         })
     }
 
-    /// `[B, L, C]` → `[B, heads, L, C/heads]`.
-    fn split_heads(&self, xs: &Tensor) -> Result<Tensor> {
-        let (batch, len, channels) = xs.dims3()?;
-        xs.reshape((batch, len, self.heads, channels / self.heads))?
-            .transpose(1, 2)
-    }
-
     /// Attends from `xs` (`[B, Lq, C]`) to `context` (`[B, Lk, D]`, or `xs` itself when `None`).
     pub fn forward(&self, xs: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
+        self.to_out.forward(&self.attend(xs, context)?)
+    }
+
+    /// [`Attention::forward`] plus `residual` (`[B, Lq, C]`), added inside `to_out`'s matmul.
+    pub fn forward_add(
+        &self,
+        xs: &Tensor,
+        context: Option<&Tensor>,
+        residual: &Tensor,
+    ) -> Result<Tensor> {
+        self.to_out
+            .forward_add(&self.attend(xs, context)?, residual)
+    }
+
+    /// The heads' outputs, token-major `[B, Lq, heads·d]` (before `to_out`).
+    fn attend(&self, xs: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
         let context = context.unwrap_or(xs);
-        let q = self.split_heads(&self.to_q.forward(xs)?)?;
-        let k = self.split_heads(&self.to_k.forward(context)?)?;
-        let v = self.split_heads(&self.to_v.forward(context)?)?;
-        let out = scaled_dot_product_attention(&q, &k, &v)?;
+        let q = self.to_q.forward(xs)?;
+        let k = self.to_k.forward(context)?;
+        let v = self.to_v.forward(context)?;
+        if [&q, &k, &v].iter().all(|t| t.dtype() == DType::F32) {
+            return kernels::attention::scaled_dot_product_attention_tokens(&q, &k, &v, self.heads);
+        }
+        let split_heads = |t: &Tensor| -> Result<Tensor> {
+            let (batch, len, channels) = t.dims3()?;
+            t.reshape((batch, len, self.heads, channels / self.heads))?
+                .transpose(1, 2)
+        };
+        let out =
+            scaled_dot_product_attention(&split_heads(&q)?, &split_heads(&k)?, &split_heads(&v)?)?;
         let (batch, heads, len, head_dim) = out.dims4()?;
-        let out = out
-            .transpose(1, 2)?
-            .reshape((batch, len, heads * head_dim))?;
-        self.to_out.forward(&out)
+        out.transpose(1, 2)?.reshape((batch, len, heads * head_dim))
     }
 }
 
@@ -137,13 +153,28 @@ impl FeedForward {
     }
 }
 
-impl Module for FeedForward {
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+impl FeedForward {
+    /// `hidden · gelu(gate)` (GEGLU, one fused pass on f32).
+    fn gated(&self, xs: &Tensor) -> Result<Tensor> {
         let projected = self.net_0_proj.forward(xs)?;
+        if projected.dtype() == DType::F32 && projected.device().is_cpu() {
+            return kernels::pointwise::geglu(&projected);
+        }
         let inner = projected.dim(D::Minus1)? / 2;
         let hidden = projected.narrow(D::Minus1, 0, inner)?;
         let gate = projected.narrow(D::Minus1, inner, inner)?;
-        self.net_2.forward(&(hidden * gate.gelu_erf()?)?)
+        hidden * gate.gelu_erf()?
+    }
+
+    /// [`Module::forward`] plus `residual`, added inside `net.2`'s matmul.
+    pub fn forward_add(&self, xs: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        self.net_2.forward_add(&self.gated(xs)?, residual)
+    }
+}
+
+impl Module for FeedForward {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        self.net_2.forward(&self.gated(xs)?)
     }
 }
 
@@ -175,12 +206,11 @@ impl BasicTransformerBlock {
 
     /// `xs: [B, L, dim]`, `context: [B, Lk, context_dim]`.
     pub fn forward(&self, xs: &Tensor, context: &Tensor) -> Result<Tensor> {
-        let xs = (self.attn1.forward(&self.norm1.forward(xs)?, None)? + xs)?;
-        let xs = (self
+        let xs = self.attn1.forward_add(&self.norm1.forward(xs)?, None, xs)?;
+        let xs = self
             .attn2
-            .forward(&self.norm2.forward(&xs)?, Some(context))?
-            + &xs)?;
-        self.ff.forward(&self.norm3.forward(&xs)?)? + xs
+            .forward_add(&self.norm2.forward(&xs)?, Some(context), &xs)?;
+        self.ff.forward_add(&self.norm3.forward(&xs)?, &xs)
     }
 }
 
@@ -218,19 +248,13 @@ impl Transformer2DModel {
 
     /// `xs: [B, C, H, W]`, `context: [B, Lk, context_dim]`.
     pub fn forward(&self, xs: &Tensor, context: &Tensor) -> Result<Tensor> {
-        let (batch, channels, height, width) = xs.dims4()?;
-        let hidden = self.proj_in.forward(&self.norm.forward(xs)?)?;
-        let mut tokens = hidden
-            .reshape((batch, channels, height * width))?
-            .transpose(1, 2)?
-            .contiguous()?;
+        let (_, _, height, width) = xs.dims4()?;
+        let mut tokens = self.proj_in.forward_to_tokens(&self.norm.forward(xs)?)?;
         for block in &self.transformer_blocks {
             tokens = block.forward(&tokens, context)?;
         }
-        let hidden = tokens
-            .transpose(1, 2)?
-            .reshape((batch, channels, height, width))?;
-        self.proj_out.forward(&hidden)? + xs
+        self.proj_out
+            .forward_from_tokens(&tokens, (height, width), Some(xs))
     }
 }
 

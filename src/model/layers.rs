@@ -3,9 +3,17 @@
 //! Every layer keeps the diffusers name of its weight (`name`), so adapters (LoRA, issue 3) can find the module
 //! they target, and forward passes go through one place that the fast kernels (issue 6) can take over.
 
-use super::kernels::conv::{conv2d, PackedConvWeight};
+use super::kernels::conv::{conv2d_add, ConvAdd, PackedConvWeight, DEFAULT_TILE_COLS};
+use super::kernels::{linear, pointwise};
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
+
+/// Whether the fast kernels (f32, CPU) apply to all of `tensors`.
+fn fast_path(tensors: &[&Tensor]) -> bool {
+    tensors
+        .iter()
+        .all(|t| t.dtype() == DType::F32 && t.device().is_cpu())
+}
 
 /// A fully connected layer `y = x Wᵀ + b` with the weight stored as `[out, in]` (PyTorch layout).
 #[derive(Debug, Clone)]
@@ -62,8 +70,21 @@ impl Linear {
     }
 }
 
+impl Linear {
+    /// `x Wᵀ + b + residual` (`residual` shaped like the output), the addition fused into the matmul's output.
+    pub fn forward_add(&self, xs: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        if fast_path(&[xs, &self.weight, residual]) {
+            return linear::linear(xs, &self.weight, self.bias.as_ref(), Some(residual));
+        }
+        self.forward(xs)? + residual
+    }
+}
+
 impl Module for Linear {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        if fast_path(&[xs, &self.weight]) {
+            return linear::linear(xs, &self.weight, self.bias.as_ref(), None);
+        }
         let inner = candle_nn::Linear::new(self.weight.clone(), self.bias.clone());
         inner.forward(xs)
     }
@@ -101,38 +122,169 @@ impl Conv2d {
     }
 }
 
-impl Module for Conv2d {
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+impl Conv2d {
+    /// `conv(x) + b + channel_shift + residual`: `channel_shift` `[N, out]` (one value per image and channel),
+    /// `residual` shaped like the output; both written into the output before the convolution accumulates.
+    pub fn forward_add(
+        &self,
+        xs: &Tensor,
+        channel_shift: Option<&Tensor>,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
         if xs.dtype() != DType::F32 || self.weight.dtype() != DType::F32 {
-            let ys = xs.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
-            return match &self.bias {
-                Some(bias) => ys.broadcast_add(&bias.reshape((1, (), 1, 1))?),
+            let mut ys = xs.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
+            if let Some(bias) = &self.bias {
+                ys = ys.broadcast_add(&bias.reshape((1, (), 1, 1))?)?;
+            }
+            if let Some(shift) = channel_shift {
+                ys = ys.broadcast_add(&shift.unsqueeze(2)?.unsqueeze(3)?)?;
+            }
+            return match residual {
+                Some(residual) => ys + residual,
                 None => Ok(ys),
             };
         }
         let weight = PackedConvWeight::new(&self.weight)?;
-        conv2d(xs, &weight, self.bias.as_ref(), self.stride, self.padding)
+        let add = ConvAdd {
+            bias: self.bias.as_ref(),
+            channel_shift,
+            residual,
+        };
+        conv2d_add(
+            xs,
+            &weight,
+            self.stride,
+            self.padding,
+            add,
+            DEFAULT_TILE_COLS,
+        )
+    }
+}
+
+impl Conv2d {
+    /// A 1×1 convolution of NCHW `xs` returned token-major, `[B, H·W, out]` (the layout transformer blocks read).
+    pub fn forward_to_tokens(&self, xs: &Tensor) -> Result<Tensor> {
+        if fast_path(&[xs, &self.weight]) && self.is_pointwise() {
+            return linear::pointwise_conv_to_tokens(xs, &self.weight, self.bias.as_ref());
+        }
+        let (batch, _, height, width) = xs.dims4()?;
+        let ys = self.forward(xs)?;
+        let channels = ys.dim(1)?;
+        ys.reshape((batch, channels, height * width))?
+            .transpose(1, 2)?
+            .contiguous()
+    }
+
+    /// A 1×1 convolution of token-major `tokens` (`[B, H·W, in]`) returned as NCHW `[B, out, H, W]`, plus
+    /// `residual` (shaped like the output) fused into the output.
+    pub fn forward_from_tokens(
+        &self,
+        tokens: &Tensor,
+        (height, width): (usize, usize),
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let fast = fast_path(&[tokens, &self.weight]) && residual.is_none_or(|r| fast_path(&[r]));
+        if fast && self.is_pointwise() {
+            return linear::pointwise_conv_from_tokens(
+                tokens,
+                (height, width),
+                &self.weight,
+                self.bias.as_ref(),
+                residual,
+            );
+        }
+        let (batch, _, channels) = tokens.dims3()?;
+        let xs = tokens
+            .transpose(1, 2)?
+            .reshape((batch, channels, height, width))?;
+        self.forward_add(&xs, None, residual)
+    }
+
+    fn is_pointwise(&self) -> bool {
+        let dims = self.weight.dims();
+        dims.len() == 4 && dims[2] == 1 && dims[3] == 1 && self.stride == 1 && self.padding == 0
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        self.forward_add(xs, None, None)
     }
 }
 
 /// GroupNorm over NCHW (or N,C,…) tensors with an affine transform, computed in f32.
 #[derive(Debug, Clone)]
 pub struct GroupNorm {
-    pub inner: candle_nn::GroupNorm,
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub groups: usize,
+    pub eps: f64,
 }
 
 impl GroupNorm {
     /// Loads `<prefix>.weight` and `<prefix>.bias` for `channels` channels in `groups` groups.
     pub fn load(vb: VarBuilder, groups: usize, channels: usize, eps: f64) -> Result<Self> {
+        if groups == 0 || !channels.is_multiple_of(groups) {
+            candle_core::bail!("GroupNorm: {groups} groups do not divide {channels} channels");
+        }
         Ok(GroupNorm {
-            inner: candle_nn::group_norm(groups, channels, eps, vb)?,
+            weight: vb.get_with_hints(channels, "weight", candle_nn::Init::Const(1.))?,
+            bias: vb.get_with_hints(channels, "bias", candle_nn::Init::Const(0.))?,
+            groups,
+            eps,
         })
+    }
+
+    fn params(&self) -> pointwise::GroupNormParams<'_> {
+        pointwise::GroupNormParams {
+            groups: self.groups,
+            eps: self.eps,
+            weight: &self.weight,
+            bias: &self.bias,
+        }
+    }
+
+    fn candle(&self) -> Result<candle_nn::GroupNorm> {
+        let channels = self.weight.elem_count();
+        candle_nn::GroupNorm::new(
+            self.weight.clone(),
+            self.bias.clone(),
+            channels,
+            self.groups,
+            self.eps,
+        )
+    }
+
+    /// `silu(group_norm(x))` in one fused pass (the pre-activation of every resnet convolution).
+    pub fn forward_silu(&self, xs: &Tensor) -> Result<Tensor> {
+        if fast_path(&[xs]) {
+            return pointwise::group_norm(xs, self.params(), true);
+        }
+        self.candle()?.forward(xs)?.silu()
+    }
+
+    /// Normalises `xs` in place (then applies SiLU when `silu`) and returns it. `xs` must be a tensor the caller
+    /// has just created and holds the only handle to; other tensors go through the copying path.
+    pub fn forward_in_place(&self, xs: Tensor, silu: bool) -> Result<Tensor> {
+        if fast_path(&[&xs]) && xs.is_contiguous() {
+            pointwise::group_norm_in_place(&xs, self.params(), silu)?;
+            return Ok(xs);
+        }
+        let ys = self.candle()?.forward(&xs)?;
+        if silu {
+            ys.silu()
+        } else {
+            Ok(ys)
+        }
     }
 }
 
 impl Module for GroupNorm {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        self.inner.forward(xs)
+        if fast_path(&[xs]) {
+            return pointwise::group_norm(xs, self.params(), false);
+        }
+        self.candle()?.forward(xs)
     }
 }
 

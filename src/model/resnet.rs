@@ -53,20 +53,22 @@ impl ResnetBlock2D {
     }
 
     /// `xs: [B, C_in, H, W]`, `temb: [B, temb_channels]` (ignored when the block has no `time_emb_proj`).
+    ///
+    /// GroupNorm and SiLU run as one fused pass (`norm2` in place on `conv1`'s fresh output); the bias, the time
+    /// embedding shift and the shortcut are written into the convolutions' outputs before they accumulate.
     pub fn forward(&self, xs: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
-        let hidden = self.conv1.forward(&self.norm1.forward(xs)?.silu()?)?;
-        let hidden = match (&self.time_emb_proj, temb) {
-            (Some(proj), Some(temb)) => {
-                let shift = proj.forward(&temb.silu()?)?.unsqueeze(2)?.unsqueeze(3)?;
-                hidden.broadcast_add(&shift)?
-            }
-            _ => hidden,
+        let shift = match (&self.time_emb_proj, temb) {
+            (Some(proj), Some(temb)) => Some(proj.forward(&temb.silu()?)?),
+            _ => None,
         };
-        let hidden = self.conv2.forward(&self.norm2.forward(&hidden)?.silu()?)?;
+        let hidden = self
+            .conv1
+            .forward_add(&self.norm1.forward_silu(xs)?, shift.as_ref(), None)?;
+        let hidden = self.norm2.forward_in_place(hidden, true)?;
         let shortcut = match &self.conv_shortcut {
             Some(conv) => conv.forward(xs)?,
             None => xs.clone(),
         };
-        shortcut + hidden
+        self.conv2.forward_add(&hidden, None, Some(&shortcut))
     }
 }

@@ -182,7 +182,7 @@ impl UNet2DConditionModel {
                 upsample_size,
             )?;
         }
-        let hidden = self.conv_norm_out.forward(&hidden)?.silu()?;
-        self.conv_out.forward(&hidden)
+        self.conv_out
+            .forward(&self.conv_norm_out.forward_silu(&hidden)?)
     }
 }

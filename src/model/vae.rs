@@ -177,8 +177,8 @@ impl Module for Encoder {
             hidden = block.forward(&hidden)?;
         }
         let hidden = self.mid_block.forward(&hidden)?;
-        let hidden = self.conv_norm_out.forward(&hidden)?.silu()?;
-        self.conv_out.forward(&hidden)
+        self.conv_out
+            .forward(&self.conv_norm_out.forward_silu(&hidden)?)
     }
 }
 
@@ -241,7 +241,8 @@ impl Module for Decoder {
         for block in &self.up_blocks {
             hidden = block.forward(&hidden)?;
         }
-        let hidden = self.conv_norm_out.forward(&hidden)?.silu()?;
+        // `hidden` is the last block's fresh output, held only here: normalised in place.
+        let hidden = self.conv_norm_out.forward_in_place(hidden, true)?;
         self.conv_out.forward(&hidden)
     }
 }

@@ -12,7 +12,8 @@ use rayon::prelude::*;
 
 use super::simd::{column_exp2_sub_sum, column_max, scale_rows};
 use super::storage::{
-    check_f32, dims, tensor_from_vec, threads, with_f32_slice, KernelError, SharedMut,
+    check_f32, dims, tensor_from_vec, threads, with_f32_rows, with_f32_slice, KernelError,
+    SharedMut,
 };
 
 const OP: &str = "scaled_dot_product_attention";
@@ -33,7 +34,84 @@ pub fn scaled_dot_product_attention(
     scaled_dot_product_attention_with_blocks(q, k, v, DEFAULT_QUERY_BLOCK, DEFAULT_KEY_BLOCK)
 }
 
-/// Shapes of one attention call.
+/// Multi-head attention on token-major tensors, as `Attention` layers produce them: `q` `[B, Lq, H·d]`,
+/// `k` `[B, Lk, H·d]`, `v` `[B, Lk, H·dv]` (head `h` = columns `h·d..(h+1)·d`); returns `[B, Lq, H·dv]`. Equal to
+/// splitting the heads, [`scaled_dot_product_attention`] and merging them back, without the four transposing
+/// copies. The inputs only need contiguous rows: column slices of one wider tensor are read in place.
+pub fn scaled_dot_product_attention_tokens(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+) -> candle_core::Result<Tensor> {
+    let [b, lq, qw] = dims::<3>(OP, q)?;
+    let [bk, lk, kw] = dims::<3>(OP, k)?;
+    let [bv, lv, vw] = dims::<3>(OP, v)?;
+    let fits = heads > 0
+        && qw.is_multiple_of(heads)
+        && vw.is_multiple_of(heads)
+        && kw == qw
+        && (bk, bv) == (b, b)
+        && lv == lk
+        && lk > 0;
+    if !fits {
+        return Err(KernelError::Shape {
+            op: OP,
+            detail: format!(
+                "q {:?}, k {:?}, v {:?}, {heads} heads",
+                q.dims(),
+                k.dims(),
+                v.dims()
+            ),
+        }
+        .into_candle());
+    }
+    let (d, dv) = (qw / heads, vw / heads);
+    if !q.device().is_cpu() {
+        let split = |t: &Tensor, len: usize, width: usize| {
+            t.reshape((b, len, heads, width))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let out = unfused(&split(q, lq, d)?, &split(k, lk, d)?, &split(v, lk, dv)?)?;
+        return out.transpose(1, 2)?.reshape((b, lq, vw));
+    }
+    for t in [q, k, v] {
+        check_f32(OP, t)?;
+    }
+    let mut out = vec![0f32; b * lq * vw];
+    with_f32_rows(q, |q, q_bs, q_rs| {
+        with_f32_rows(k, |k, k_bs, k_rs| {
+            with_f32_rows(v, |v, v_bs, v_rs| {
+                let shape = Dims {
+                    heads: b * heads,
+                    lq,
+                    lk,
+                    d,
+                    dv,
+                    q: Strides::tokens(heads, d, q_rs, q_bs),
+                    k: Strides::tokens(heads, d, k_rs, k_bs),
+                    v: Strides::tokens(heads, dv, v_rs, v_bs),
+                    out: Strides::tokens(heads, dv, vw, lq * vw),
+                };
+                run(
+                    &shape,
+                    q,
+                    k,
+                    v,
+                    &mut out,
+                    DEFAULT_QUERY_BLOCK,
+                    DEFAULT_KEY_BLOCK,
+                );
+                Ok(())
+            })
+        })
+    })?;
+    tensor_from_vec(out, &[b, lq, vw])
+}
+
+/// Shapes of one attention call. `heads` counts (batch, head) pairs; each operand's element `(pair, row, c)` is
+/// at `base(pair) + row · row_stride + c`.
 #[derive(Debug, Clone, Copy)]
 struct Dims {
     heads: usize,
@@ -41,6 +119,57 @@ struct Dims {
     lk: usize,
     d: usize,
     dv: usize,
+    q: Strides,
+    k: Strides,
+    v: Strides,
+    out: Strides,
+}
+
+/// Where the rows of one operand are: pair `p = batch · heads_per_batch + head` starts at
+/// `batch · batch_stride + head · head_stride`; rows are `row_stride` apart, columns contiguous.
+#[derive(Debug, Clone, Copy)]
+struct Strides {
+    heads_per_batch: usize,
+    batch_stride: usize,
+    head_stride: usize,
+    row_stride: usize,
+}
+
+impl Strides {
+    /// `[B, H, L, width]` contiguous.
+    fn heads_major(heads: usize, len: usize, width: usize) -> Self {
+        Strides {
+            heads_per_batch: heads,
+            batch_stride: heads * len * width,
+            head_stride: len * width,
+            row_stride: width,
+        }
+    }
+
+    /// `[B, L, H·width]` with rows `row_stride` apart and batches `batch_stride` apart (head `h` = columns
+    /// `h·width..(h+1)·width`).
+    fn tokens(heads: usize, width: usize, row_stride: usize, batch_stride: usize) -> Self {
+        Strides {
+            heads_per_batch: heads,
+            batch_stride,
+            head_stride: width,
+            row_stride,
+        }
+    }
+
+    fn base(&self, pair: usize) -> usize {
+        (pair / self.heads_per_batch) * self.batch_stride
+            + (pair % self.heads_per_batch) * self.head_stride
+    }
+
+    /// Number of values from `base(pair)` to the end of row `rows − 1`, column `width − 1`.
+    fn span(&self, rows: usize, width: usize) -> usize {
+        if rows == 0 {
+            0
+        } else {
+            (rows - 1) * self.row_stride + width
+        }
+    }
 }
 
 /// [`scaled_dot_product_attention`] with explicit block sizes; for tuning and benchmarks.
@@ -74,6 +203,10 @@ pub fn scaled_dot_product_attention_with_blocks(
         lk,
         d,
         dv,
+        q: Strides::heads_major(h, lq, d),
+        k: Strides::heads_major(h, lk, d),
+        v: Strides::heads_major(h, lk, dv),
+        out: Strides::heads_major(h, lq, dv),
     };
     let mut out = vec![0f32; b * h * lq * dv];
     with_f32_slice(q, |q| {
@@ -132,15 +265,16 @@ fn run(
             let head = task / blocks_per_head;
             let row0 = (task % blocks_per_head) * query_block;
             let rows = query_block.min(shape.lq - row0);
-            let q = &q[(head * shape.lq + row0) * shape.d..][..rows * shape.d];
-            let k = &k[head * shape.lk * shape.d..][..shape.lk * shape.d];
-            let v = &v[head * shape.lk * shape.dv..][..shape.lk * shape.dv];
-            // SAFETY: task `task` alone writes output rows row0..row0+rows of head `head`.
-            let out = unsafe {
-                std::slice::from_raw_parts_mut(
-                    out.ptr().add((head * shape.lq + row0) * shape.dv),
-                    rows * shape.dv,
-                )
+            let q =
+                &q[shape.q.base(head) + row0 * shape.q.row_stride..][..shape.q.span(rows, shape.d)];
+            let k = &k[shape.k.base(head)..][..shape.k.span(shape.lk, shape.d)];
+            let v = &v[shape.v.base(head)..][..shape.v.span(shape.lk, shape.dv)];
+            // Task `task` alone writes columns 0..dv of output rows row0..row0+rows of head `head` (the other
+            // heads' columns in the same rows belong to other tasks), so it gets a raw pointer, not a slice.
+            let out = OutRows {
+                start: out,
+                offset: shape.out.base(head) + row0 * shape.out.row_stride,
+                row_stride: shape.out.row_stride,
             };
             attend_block(shape, q, k, v, out, rows, key_block, scratch);
         });
@@ -167,7 +301,7 @@ fn attend_block(
     q: &[f32],
     k: &[f32],
     v: &[f32],
-    out: &mut [f32],
+    out: OutRows,
     rows: usize,
     key_block: usize,
     scratch: &mut Scratch,
@@ -177,7 +311,10 @@ fn attend_block(
     let factor = std::f32::consts::LOG2_E / (d as f32).sqrt();
     let sc = scratch;
     sc.q.clear();
-    sc.q.extend(q.iter().map(|x| x * factor));
+    for r in 0..rows {
+        let row = &q[r * shape.q.row_stride..][..d];
+        sc.q.extend(row.iter().map(|x| x * factor));
+    }
     sc.s.resize(rows * key_block, 0.0);
     for (buffer, value) in [
         (&mut sc.m, f32::NEG_INFINITY),
@@ -192,16 +329,30 @@ fn attend_block(
     sc.o.resize(rows * dv, 0.0);
     for key0 in (0..shape.lk).step_by(key_block) {
         let keys = key_block.min(shape.lk - key0);
-        scores_key_major(&sc.q, &k[key0 * d..], &mut sc.s, rows, keys, d);
+        let k = &k[key0 * shape.k.row_stride..];
+        scores_key_major(&sc.q, k, shape.k.row_stride, &mut sc.s, rows, keys, d);
         online_softmax(sc, rows, keys, dv);
-        accumulate_pv(&sc.s, &v[key0 * dv..], &mut sc.o, rows, keys, dv);
+        let v = &v[key0 * shape.v.row_stride..];
+        accumulate_pv(&sc.s, v, shape.v.row_stride, &mut sc.o, rows, keys, dv);
     }
-    write_normalised(&sc.o, &mut sc.l, out, rows, dv);
+    // SAFETY: see `OutRows`.
+    unsafe { write_normalised(&sc.o, &mut sc.l, out, rows, dv) };
+}
+
+/// The output rows of one task: row `r`, column `c` is at `start + offset + r·row_stride + c`.
+#[derive(Clone, Copy)]
+struct OutRows {
+    start: SharedMut,
+    offset: usize,
+    row_stride: usize,
 }
 
 /// `out[r, c] = o[c·rows + r] / l[r]`: the transpose of the column-major accumulator, in blocks of 8 rows so that
 /// both sides stay in a few cache lines (`l` is overwritten with its inverse).
-fn write_normalised(o: &[f32], l: &mut [f32], out: &mut [f32], rows: usize, dv: usize) {
+///
+/// # Safety
+/// `out` must address `rows` rows of `dv` values inside the output buffer that no other task writes.
+unsafe fn write_normalised(o: &[f32], l: &mut [f32], out: OutRows, rows: usize, dv: usize) {
     for x in l.iter_mut() {
         *x = 1.0 / *x;
     }
@@ -211,15 +362,24 @@ fn write_normalised(o: &[f32], l: &mut [f32], out: &mut [f32], rows: usize, dv: 
         for c in 0..dv {
             let column = &o[c * rows + r0..c * rows + r1];
             for ((r, &value), &inv) in (r0..r1).zip(column).zip(&l[r0..r1]) {
-                out[r * dv + c] = value * inv;
+                *out.start.ptr().add(out.offset + r * out.row_stride + c) = value * inv;
             }
         }
     }
 }
 
-/// `s[j·rows + r] = Σ_c k[j, c]·q[r, c]` for `keys × rows`.
-fn scores_key_major(q: &[f32], k: &[f32], s: &mut [f32], rows: usize, keys: usize, d: usize) {
-    // SAFETY: q is rows×d, k holds at least keys×d values, s at least keys×rows.
+/// `s[j·rows + r] = Σ_c k[j, c]·q[r, c]` for `keys × rows` (rows of `k` are `k_rs` apart).
+fn scores_key_major(
+    q: &[f32],
+    k: &[f32],
+    k_rs: usize,
+    s: &mut [f32],
+    rows: usize,
+    keys: usize,
+    d: usize,
+) {
+    debug_assert!(k.len() >= (keys - 1) * k_rs + d);
+    // SAFETY: q is rows×d, k holds keys rows of d values k_rs apart, s at least keys×rows.
     unsafe {
         gemm::gemm(
             keys,
@@ -231,7 +391,7 @@ fn scores_key_major(q: &[f32], k: &[f32], s: &mut [f32], rows: usize, keys: usiz
             false,
             k.as_ptr(),
             1,
-            d as isize,
+            k_rs as isize,
             q.as_ptr(),
             d as isize,
             1,
@@ -264,9 +424,18 @@ fn online_softmax(sc: &mut Scratch, rows: usize, keys: usize, dv: usize) {
     column_exp2_sub_sum(&mut sc.s, keys, rows, &sc.m, &mut sc.l);
 }
 
-/// `o[c·rows + r] += Σ_j p[j·rows + r]·v[j, c]` for `rows × dv`.
-fn accumulate_pv(p: &[f32], v: &[f32], o: &mut [f32], rows: usize, keys: usize, dv: usize) {
-    // SAFETY: p holds keys×rows values, v at least keys×dv, o is rows×dv.
+/// `o[c·rows + r] += Σ_j p[j·rows + r]·v[j, c]` for `rows × dv` (rows of `v` are `v_rs` apart).
+fn accumulate_pv(
+    p: &[f32],
+    v: &[f32],
+    v_rs: usize,
+    o: &mut [f32],
+    rows: usize,
+    keys: usize,
+    dv: usize,
+) {
+    debug_assert!(v.len() >= (keys - 1) * v_rs + dv);
+    // SAFETY: p holds keys×rows values, v keys rows of dv values v_rs apart, o is rows×dv.
     unsafe {
         gemm::gemm(
             rows,
@@ -281,7 +450,7 @@ fn accumulate_pv(p: &[f32], v: &[f32], o: &mut [f32], rows: usize, keys: usize, 
             1,
             v.as_ptr(),
             1,
-            dv as isize,
+            v_rs as isize,
             1.0,
             1.0,
             false,

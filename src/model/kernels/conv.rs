@@ -100,12 +100,87 @@ pub fn conv2d(
     stride: usize,
     padding: usize,
 ) -> candle_core::Result<Tensor> {
-    conv2d_with_tile(input, weight, bias, stride, padding, DEFAULT_TILE_COLS)
+    let add = ConvAdd {
+        bias,
+        ..ConvAdd::default()
+    };
+    conv2d_add(input, weight, stride, padding, add, DEFAULT_TILE_COLS)
+}
+
+/// What is added to a convolution's output. Each term is written into the output before `gemm` accumulates the
+/// convolution onto it, so none costs a pass of its own.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ConvAdd<'a> {
+    /// `[out]`: one value per output channel.
+    pub bias: Option<&'a Tensor>,
+    /// `[n, out]`: one value per image and output channel (a resnet's projected time embedding).
+    pub channel_shift: Option<&'a Tensor>,
+    /// `[n, out, oh, ow]`: a tensor of the output's shape (a residual connection).
+    pub residual: Option<&'a Tensor>,
+}
+
+/// [`conv2d`] with the additions of `add`: `conv(input) + bias + channel_shift + residual`, with an explicit tile
+/// width (output pixels per im2col tile; [`DEFAULT_TILE_COLS`] unless tuning).
+pub fn conv2d_add(
+    input: &Tensor,
+    weight: &PackedConvWeight,
+    stride: usize,
+    padding: usize,
+    add: ConvAdd,
+    tile_cols: usize,
+) -> candle_core::Result<Tensor> {
+    if !input.device().is_cpu() {
+        return candle_fallback(input, weight, stride, padding, add);
+    }
+    check_f32(OP, input)?;
+    let geometry = geometry(input, weight, stride, padding)?;
+    let bias = image_channel_bias(&geometry, add)?;
+    let out_dims = [geometry.batch, geometry.c_out, geometry.oh, geometry.ow];
+    let mut out = vec![0f32; geometry.batch * geometry.c_out * geometry.out_pixels()];
+    let residual = match add.residual {
+        Some(residual) => {
+            check_f32(OP, residual)?;
+            if residual.dims() != out_dims {
+                return Err(KernelError::Shape {
+                    op: OP,
+                    detail: format!("residual {:?} for output {out_dims:?}", residual.dims()),
+                }
+                .into_candle());
+            }
+            Some(residual.contiguous()?)
+        }
+        None => None,
+    };
+    let with_residual =
+        |body: &mut dyn FnMut(Option<&[f32]>) -> candle_core::Result<()>| match &residual {
+            Some(residual) => with_f32_slice(residual, |r| body(Some(r))),
+            None => body(None),
+        };
+    with_residual(&mut |residual| {
+        with_f32_slice(input, |input| {
+            with_f32_slice(&weight.weight, |weight| {
+                let init = OutputInit {
+                    bias: &bias,
+                    residual,
+                };
+                run(&geometry, input, weight, init, &mut out, tile_cols.max(1));
+                Ok(())
+            })
+        })
+    })?;
+    tensor_from_vec(out, &out_dims)
+}
+
+/// Initial value of the output: `bias[image·c_out + co] (+ residual[image, co, pixel])`.
+#[derive(Clone, Copy)]
+struct OutputInit<'a> {
+    bias: &'a [f32],
+    residual: Option<&'a [f32]>,
 }
 
 /// Output pixels per im2col tile. Measured (1 thread, AVX-512, docs/perf.md, "CPU kernels"): 192–384 is best for every
 /// SD1.5 shape (K = 1152…11520); smaller tiles repack the weights too often, larger ones spill the tile from L2.
-const DEFAULT_TILE_COLS: usize = 256;
+pub const DEFAULT_TILE_COLS: usize = 256;
 
 /// [`conv2d`] with an explicit tile width (output pixels per im2col tile); for tuning and benchmarks.
 #[doc(hidden)]
@@ -117,36 +192,30 @@ pub fn conv2d_with_tile(
     padding: usize,
     tile_cols: usize,
 ) -> candle_core::Result<Tensor> {
-    if !input.device().is_cpu() {
-        return candle_fallback(input, weight, bias, stride, padding);
-    }
-    check_f32(OP, input)?;
-    let geometry = geometry(input, weight, stride, padding)?;
-    let bias = bias_values(bias, geometry.c_out)?;
-    let mut out = vec![0f32; geometry.batch * geometry.c_out * geometry.out_pixels()];
-    with_f32_slice(input, |input| {
-        with_f32_slice(&weight.weight, |weight| {
-            run(&geometry, input, weight, &bias, &mut out, tile_cols.max(1));
-            Ok(())
-        })
-    })?;
-    tensor_from_vec(
-        out,
-        &[geometry.batch, geometry.c_out, geometry.oh, geometry.ow],
-    )
+    let add = ConvAdd {
+        bias,
+        ..ConvAdd::default()
+    };
+    conv2d_add(input, weight, stride, padding, add, tile_cols)
 }
 
 fn candle_fallback(
     input: &Tensor,
     weight: &PackedConvWeight,
-    bias: Option<&Tensor>,
     stride: usize,
     padding: usize,
+    add: ConvAdd,
 ) -> candle_core::Result<Tensor> {
     let weight = weight.weight.to_device(input.device())?;
-    let ys = input.conv2d(&weight, padding, stride, 1, 1)?;
-    match bias {
-        Some(bias) => ys.broadcast_add(&bias.reshape((1, (), 1, 1))?),
+    let mut ys = input.conv2d(&weight, padding, stride, 1, 1)?;
+    if let Some(bias) = add.bias {
+        ys = ys.broadcast_add(&bias.reshape((1, (), 1, 1))?)?;
+    }
+    if let Some(shift) = add.channel_shift {
+        ys = ys.broadcast_add(&shift.unsqueeze(2)?.unsqueeze(3)?)?;
+    }
+    match add.residual {
+        Some(residual) => ys + residual,
         None => Ok(ys),
     }
 }
@@ -189,22 +258,41 @@ fn geometry(
     })
 }
 
-fn bias_values(bias: Option<&Tensor>, c_out: usize) -> candle_core::Result<Vec<f32>> {
-    let Some(bias) = bias else {
-        return Ok(vec![0f32; c_out]);
-    };
-    let values = bias
-        .to_dtype(candle_core::DType::F32)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
-    if values.len() != c_out {
-        return Err(KernelError::Shape {
-            op: OP,
-            detail: format!("bias {:?} for {c_out} output channels", bias.dims()),
+/// `bias[co] + channel_shift[b, co]` for every image `b` and output channel `co` (`[batch · c_out]`).
+fn image_channel_bias(g: &Geometry, add: ConvAdd) -> candle_core::Result<Vec<f32>> {
+    let values = |t: &Tensor, expected: usize, what: &str| -> candle_core::Result<Vec<f32>> {
+        let v = t
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        if v.len() != expected {
+            return Err(KernelError::Shape {
+                op: OP,
+                detail: format!(
+                    "{what} {:?} for {} images × {} output channels",
+                    t.dims(),
+                    g.batch,
+                    g.c_out
+                ),
+            }
+            .into_candle());
         }
-        .into_candle());
+        Ok(v)
+    };
+    let bias = match add.bias {
+        Some(b) => values(b, g.c_out, "bias")?,
+        None => vec![0f32; g.c_out],
+    };
+    let mut per_image: Vec<f32> = (0..g.batch).flat_map(|_| bias.iter().copied()).collect();
+    if let Some(shift) = add.channel_shift {
+        for (v, s) in per_image
+            .iter_mut()
+            .zip(values(shift, g.batch * g.c_out, "channel shift")?)
+        {
+            *v += s;
+        }
     }
-    Ok(values)
+    Ok(per_image)
 }
 
 /// Cuts the output columns into tiles and runs them, in parallel over tiles or inside `gemm`.
@@ -212,7 +300,7 @@ fn run(
     g: &Geometry,
     input: &[f32],
     weight: &[f32],
-    bias: &[f32],
+    init: OutputInit,
     out: &mut [f32],
     tile_cols: usize,
 ) {
@@ -223,7 +311,7 @@ fn run(
     if tiles.len() >= 2 * threads || threads == 1 {
         tiles.par_iter().for_each_init(Vec::new, |col, tile| {
             // SAFETY: tiles cover disjoint output pixels.
-            unsafe { run_tile(g, input, weight, bias, out, tile, col, Parallelism::None) };
+            unsafe { run_tile(g, input, weight, init, out, tile, col, Parallelism::None) };
         });
     } else {
         let mut col = Vec::new();
@@ -234,7 +322,7 @@ fn run(
                     g,
                     input,
                     weight,
-                    bias,
+                    init,
                     out,
                     tile,
                     &mut col,
@@ -299,7 +387,7 @@ unsafe fn run_tile(
     g: &Geometry,
     input: &[f32],
     weight: &[f32],
-    bias: &[f32],
+    init: OutputInit,
     out: SharedMut,
     tile: &[Segment],
     col: &mut Vec<f32>,
@@ -311,7 +399,7 @@ unsafe fn run_tile(
     let image_out = g.c_out * pixels;
     if let [seg] = tile {
         let dst = out.ptr().add(seg.image * image_out + seg.pixel);
-        fill_bias(dst, pixels, seg.len, bias);
+        fill_init(dst, g, seg, init);
         let (rhs, rhs_rs) = if g.is_pointwise() {
             (input.as_ptr().add(seg.image * image_in + seg.pixel), pixels)
         } else {
@@ -340,24 +428,34 @@ unsafe fn run_tile(
         parallelism,
     );
     for seg in tile {
-        for (co, b) in bias.iter().enumerate() {
+        let dst = out.ptr().add(seg.image * image_out + seg.pixel);
+        fill_init(dst, g, seg, init);
+        for co in 0..g.c_out {
             let src = &scratch[co * ncols + seg.col..co * ncols + seg.col + seg.len];
-            let dst = std::slice::from_raw_parts_mut(
-                out.ptr()
-                    .add(seg.image * image_out + co * pixels + seg.pixel),
-                seg.len,
-            );
+            let dst = std::slice::from_raw_parts_mut(dst.add(co * pixels), seg.len);
             for (d, s) in dst.iter_mut().zip(src) {
-                *d = s + b;
+                *d += s;
             }
         }
     }
 }
 
-/// Writes `bias[co]` into `len` entries of each output row `co` (rows `row_stride` apart) starting at `dst`.
-unsafe fn fill_bias(dst: *mut f32, row_stride: usize, len: usize, bias: &[f32]) {
+/// Writes the initial output of segment `seg` (`bias (+ residual)`) into each output row `co` of its image,
+/// rows `oh·ow` apart starting at `dst`.
+unsafe fn fill_init(dst: *mut f32, g: &Geometry, seg: &Segment, init: OutputInit) {
+    let pixels = g.out_pixels();
+    let bias = &init.bias[seg.image * g.c_out..][..g.c_out];
     for (co, &b) in bias.iter().enumerate() {
-        std::slice::from_raw_parts_mut(dst.add(co * row_stride), len).fill(b);
+        let row = std::slice::from_raw_parts_mut(dst.add(co * pixels), seg.len);
+        match init.residual {
+            Some(residual) => {
+                let src = &residual[(seg.image * g.c_out + co) * pixels + seg.pixel..][..seg.len];
+                for (d, &r) in row.iter_mut().zip(src) {
+                    *d = r + b;
+                }
+            }
+            None => row.fill(b),
+        }
     }
 }
 

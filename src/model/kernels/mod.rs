@@ -7,6 +7,8 @@
 
 pub mod attention;
 pub mod conv;
+pub mod linear;
+pub mod pointwise;
 mod simd;
 mod storage;
 

@@ -7,7 +7,7 @@
 /// `2^x` for `x <= 0` (inputs below −126 give 0): rounding split `x = n + f`, `|f| ≤ 1/2`, degree-7 Taylor
 /// polynomial of `e^(f ln 2)` (relative error ≈ 1e-8, below f32 rounding).
 #[inline(always)]
-fn exp2_nonpositive(x: f32) -> f32 {
+pub(crate) fn exp2_nonpositive(x: f32) -> f32 {
     const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23: adding it rounds to an integer kept in the low mantissa bits.
     const C: [f32; 8] = [
         1.0,
@@ -104,6 +104,8 @@ macro_rules! dispatch {
         }
     };
 }
+
+pub(crate) use dispatch;
 
 dispatch!(
     /// Column-wise running max of a key-major score tile (see `column_max_generic`).

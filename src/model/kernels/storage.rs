@@ -96,3 +96,102 @@ impl SharedMut {
         self.0
     }
 }
+
+/// Runs `body` on the f32 data of a contiguous CPU tensor, **in place**: every tensor sharing the storage sees
+/// the change, so callers use it only on tensors they have just created and hold the only handle to.
+pub(crate) fn with_f32_slice_mut(
+    tensor: &Tensor,
+    op: &'static str,
+    body: impl FnOnce(&mut [f32]) -> candle_core::Result<()> + Send,
+) -> candle_core::Result<()> {
+    check_f32(op, tensor)?;
+    if !tensor.device().is_cpu() || !tensor.is_contiguous() {
+        return Err(KernelError::Shape {
+            op,
+            detail: format!(
+                "in-place update needs a contiguous CPU tensor, got {:?} on {:?}",
+                tensor.dims(),
+                tensor.device()
+            ),
+        }
+        .into_candle());
+    }
+    let in_place = InPlace {
+        op,
+        body: std::sync::Mutex::new(Some(body)),
+    };
+    tensor.inplace_op1(&in_place)
+}
+
+/// Adapter from a one-shot closure to candle's `InplaceOp1`.
+struct InPlace<F> {
+    op: &'static str,
+    body: std::sync::Mutex<Option<F>>,
+}
+
+impl<F: FnOnce(&mut [f32]) -> candle_core::Result<()> + Send> candle_core::InplaceOp1
+    for InPlace<F>
+{
+    fn name(&self) -> &'static str {
+        self.op
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &mut candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<()> {
+        let candle_core::CpuStorage::F32(data) = storage else {
+            return Err(candle_core::Error::Msg(format!(
+                "{}: in-place update of a non-f32 storage",
+                self.op
+            )));
+        };
+        let start = layout.start_offset();
+        let len = layout.shape().elem_count();
+        let body = self
+            .body
+            .lock()
+            .map_err(|_| candle_core::Error::Msg(format!("{}: poisoned lock", self.op)))?
+            .take();
+        match body {
+            Some(body) => body(&mut data[start..start + len]),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Runs `body(values, batch_stride, row_stride)` on a 3-D CPU tensor `[B, L, W]` whose last dimension is contiguous
+/// (a column slice of a wider tensor qualifies): `values` starts at element `[0, 0, 0]` and runs to the last
+/// element. Other layouts are copied to contiguous first.
+pub(crate) fn with_f32_rows<R>(
+    tensor: &Tensor,
+    body: impl FnOnce(&[f32], usize, usize) -> candle_core::Result<R>,
+) -> candle_core::Result<R> {
+    let [batch, rows, width] = dims::<3>("rows", tensor)?;
+    let strided_ok = {
+        let stride = tensor.stride();
+        stride[2] == 1 || width <= 1
+    };
+    let tensor = if strided_ok {
+        tensor.clone()
+    } else {
+        tensor.contiguous()?
+    };
+    let (storage, layout) = tensor.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else {
+        return Err(candle_core::Error::Msg(
+            "kernels: expected a CPU tensor".to_string(),
+        ));
+    };
+    let all = cpu.as_slice::<f32>()?;
+    let stride = layout.stride();
+    let (batch_stride, row_stride) = (stride[0], stride[1]);
+    let start = layout.start_offset();
+    let span = if batch * rows * width == 0 {
+        0
+    } else {
+        (batch - 1) * batch_stride + (rows - 1) * row_stride + width
+    };
+    body(&all[start..start + span], batch_stride, row_stride)
+}

@@ -1,0 +1,292 @@
+//! Fully connected layer `y = x Wᵀ + b (+ residual)` over f32 CPU tensors with one `gemm` call.
+//!
+//! The output buffer is first filled with `residual + b` (or `b`), then `gemm` accumulates `x Wᵀ` onto it, so the
+//! bias and a residual connection cost no extra pass over memory and no extra tensor (candle's `Linear` plus
+//! `+ residual` makes three passes and two temporaries). The weight is read in place as `[out, in]`.
+
+use candle_core::Tensor;
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use super::storage::{check_f32, tensor_from_vec, threads, with_f32_slice, KernelError};
+
+const OP: &str = "linear";
+
+/// Products smaller than this many multiply-adds run on one thread (threading costs more than it saves).
+const PARALLEL_MIN_MACS: usize = 1 << 18;
+
+/// `x Wᵀ + bias + residual` for `x: [..., in]`, `weight: [out, in]`, `bias: [out]`, `residual: [..., out]`.
+pub fn linear(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+) -> candle_core::Result<Tensor> {
+    check_f32(OP, x)?;
+    check_f32(OP, weight)?;
+    let (out_dim, in_dim) = weight.dims2()?;
+    let shape = x.dims();
+    if shape.last() != Some(&in_dim) {
+        return Err(shape_error(format!(
+            "input {shape:?}, weight {:?}",
+            weight.dims()
+        )));
+    }
+    let rows = x.elem_count() / in_dim.max(1);
+    let mut out_shape = shape.to_vec();
+    if let Some(last) = out_shape.last_mut() {
+        *last = out_dim;
+    }
+    let mut out = initial_output(rows, out_dim, bias, residual, &out_shape)?;
+    let has_init = bias.is_some() || residual.is_some();
+    with_f32_slice(x, |x| {
+        with_f32_slice(weight, |w| {
+            let parallelism = parallelism(rows * out_dim * in_dim);
+            // SAFETY: the slices hold rows×in, out×in and rows×out values with the strides given.
+            unsafe {
+                gemm::gemm(
+                    rows,
+                    out_dim,
+                    in_dim,
+                    out.as_mut_ptr(),
+                    1,
+                    out_dim as isize,
+                    has_init,
+                    x.as_ptr(),
+                    1,
+                    in_dim as isize,
+                    w.as_ptr(),
+                    in_dim as isize,
+                    1,
+                    if has_init { 1.0 } else { 0.0 },
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    parallelism,
+                );
+            }
+            Ok(())
+        })
+    })?;
+    tensor_from_vec(out, &out_shape)
+}
+
+fn shape_error(detail: String) -> candle_core::Error {
+    KernelError::Shape { op: OP, detail }.into_candle()
+}
+
+/// `rows × out` values: `residual + bias`, `residual`, `bias` repeated, or zeros.
+fn initial_output(
+    rows: usize,
+    out_dim: usize,
+    bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+    out_shape: &[usize],
+) -> candle_core::Result<Vec<f32>> {
+    let bias = match bias {
+        Some(b) => {
+            let values = b
+                .to_dtype(candle_core::DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            if values.len() != out_dim {
+                return Err(shape_error(format!(
+                    "bias {:?} for {out_dim} outputs",
+                    b.dims()
+                )));
+            }
+            Some(values)
+        }
+        None => None,
+    };
+    let Some(residual) = residual else {
+        let mut out = vec![0f32; rows * out_dim];
+        if let Some(bias) = &bias {
+            out.par_chunks_mut(out_dim.max(1))
+                .with_min_len(64)
+                .for_each(|row| row.copy_from_slice(bias));
+        }
+        return Ok(out);
+    };
+    check_f32(OP, residual)?;
+    if residual.dims() != out_shape {
+        return Err(shape_error(format!(
+            "residual {:?} for output {out_shape:?}",
+            residual.dims()
+        )));
+    }
+    with_f32_slice(residual, |res| {
+        let mut out = vec![0f32; rows * out_dim];
+        out.par_chunks_mut(out_dim.max(1))
+            .zip(res.par_chunks(out_dim.max(1)))
+            .with_min_len(64)
+            .for_each(|(row, res)| match &bias {
+                Some(bias) => {
+                    for ((o, &r), &b) in row.iter_mut().zip(res).zip(bias) {
+                        *o = r + b;
+                    }
+                }
+                None => row.copy_from_slice(res),
+            });
+        Ok(out)
+    })
+}
+
+/// A 1×1 convolution from NCHW `x: [B, in, H, W]` straight to token-major `[B, H·W, out]` (what a transformer
+/// block reads): `y[b, p, o] = Σ_i w[o, i]·x[b, i, p] + bias[o]`, with `gemm` reading `x` transposed in place.
+pub fn pointwise_conv_to_tokens(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+) -> candle_core::Result<Tensor> {
+    check_f32(OP, x)?;
+    let (batch, in_dim, h, w) = x.dims4()?;
+    let weight = weight.flatten_from(1)?;
+    let (out_dim, weight_in) = weight.dims2()?;
+    if weight_in != in_dim {
+        return Err(shape_error(format!(
+            "input {:?}, 1x1 weight {:?}",
+            x.dims(),
+            weight.dims()
+        )));
+    }
+    let pixels = h * w;
+    let out_shape = [batch, pixels, out_dim];
+    let mut out = initial_output(batch * pixels, out_dim, bias, None, &out_shape)?;
+    with_f32_slice(x, |x| {
+        with_f32_slice(&weight, |wt| {
+            for b in 0..batch {
+                // SAFETY: image b of x is in×pixels, the weight out×in, output rows b·pixels.. are pixels×out.
+                unsafe {
+                    gemm::gemm(
+                        pixels,
+                        out_dim,
+                        in_dim,
+                        out.as_mut_ptr().add(b * pixels * out_dim),
+                        1,
+                        out_dim as isize,
+                        true,
+                        x.as_ptr().add(b * in_dim * pixels),
+                        pixels as isize,
+                        1,
+                        wt.as_ptr(),
+                        in_dim as isize,
+                        1,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        parallelism(pixels * out_dim * in_dim),
+                    );
+                }
+            }
+            Ok(())
+        })
+    })?;
+    tensor_from_vec(out, &out_shape)
+}
+
+/// A 1×1 convolution from token-major `tokens: [B, H·W, in]` back to NCHW `[B, out, H, W]`, plus `bias` and a
+/// `residual` of the output's shape (both written first, so they cost no extra pass).
+pub fn pointwise_conv_from_tokens(
+    tokens: &Tensor,
+    (h, w): (usize, usize),
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+) -> candle_core::Result<Tensor> {
+    check_f32(OP, tokens)?;
+    let (batch, pixels, in_dim) = tokens.dims3()?;
+    let weight = weight.flatten_from(1)?;
+    let (out_dim, weight_in) = weight.dims2()?;
+    if weight_in != in_dim || pixels != h * w {
+        return Err(shape_error(format!(
+            "tokens {:?} as {h}x{w}, 1x1 weight {:?}",
+            tokens.dims(),
+            weight.dims()
+        )));
+    }
+    let out_shape = [batch, out_dim, h, w];
+    // Initial value: per channel row `bias[o]` (+ residual), i.e. `initial_output` over `batch·out` rows of
+    // `pixels`, with the bias expanded per row.
+    let row_bias = match bias {
+        Some(b) => {
+            let values = b
+                .to_dtype(candle_core::DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            if values.len() != out_dim {
+                return Err(shape_error(format!(
+                    "bias {:?} for {out_dim} outputs",
+                    b.dims()
+                )));
+            }
+            Some(values)
+        }
+        None => None,
+    };
+    let mut out = match residual {
+        Some(r) => {
+            check_f32(OP, r)?;
+            if r.dims() != out_shape {
+                return Err(shape_error(format!(
+                    "residual {:?} for {out_shape:?}",
+                    r.dims()
+                )));
+            }
+            with_f32_slice(r, |r| Ok(r.to_vec()))?
+        }
+        None => vec![0f32; batch * out_dim * pixels],
+    };
+    if let Some(row_bias) = &row_bias {
+        out.par_chunks_mut(pixels.max(1))
+            .enumerate()
+            .with_min_len(16)
+            .for_each(|(row, values)| {
+                let b = row_bias[row % out_dim];
+                values.iter_mut().for_each(|v| *v += b);
+            });
+    }
+    with_f32_slice(tokens, |t| {
+        with_f32_slice(&weight, |wt| {
+            for b in 0..batch {
+                // SAFETY: tokens of image b are pixels×in, the weight out×in, output image b is out×pixels.
+                unsafe {
+                    gemm::gemm(
+                        out_dim,
+                        pixels,
+                        in_dim,
+                        out.as_mut_ptr().add(b * out_dim * pixels),
+                        1,
+                        pixels as isize,
+                        true,
+                        wt.as_ptr(),
+                        1,
+                        in_dim as isize,
+                        t.as_ptr().add(b * pixels * in_dim),
+                        in_dim as isize,
+                        1,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        parallelism(pixels * out_dim * in_dim),
+                    );
+                }
+            }
+            Ok(())
+        })
+    })?;
+    tensor_from_vec(out, &out_shape)
+}
+
+fn parallelism(macs: usize) -> Parallelism {
+    if macs >= PARALLEL_MIN_MACS && threads() > 1 {
+        Parallelism::Rayon(threads())
+    } else {
+        Parallelism::None
+    }
+}

@@ -1,0 +1,358 @@
+//! Parity of the fused kernels (`model::kernels::{pointwise, linear}`, the conv epilogue, token-major attention)
+//! with the chains of candle ops they replace, on awkward shapes (odd sizes, channels not multiples of 8).
+
+use candle_core::{DType, Device, Module, Tensor, D};
+use loraeval::model::kernels::attention::{
+    scaled_dot_product_attention, scaled_dot_product_attention_tokens,
+};
+use loraeval::model::kernels::conv::{conv2d_add, ConvAdd, PackedConvWeight};
+use loraeval::model::kernels::linear::{
+    linear, pointwise_conv_from_tokens, pointwise_conv_to_tokens,
+};
+use loraeval::model::kernels::pointwise::{
+    add_in_place, geglu, group_norm, group_norm_in_place, silu, GroupNormParams,
+};
+
+/// Deterministic values in [-1, 1) · `scale` + `offset` from a linear congruential generator.
+fn pseudo_random(shape: &[usize], seed: u64, scale: f32, offset: f32) -> Tensor {
+    let n: usize = shape.iter().product();
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let data: Vec<f32> = (0..n)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0) * scale + offset
+        })
+        .collect();
+    Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
+}
+
+fn random(shape: &[usize], seed: u64) -> Tensor {
+    pseudo_random(shape, seed, 1.0, 0.0)
+}
+
+/// max |got − want| / max |want|.
+fn relative_error(got: &Tensor, want: &Tensor) -> f32 {
+    assert_eq!(got.dims(), want.dims());
+    let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap();
+    let scale = want.abs().unwrap().max_all().unwrap();
+    diff.to_scalar::<f32>().unwrap() / scale.to_scalar::<f32>().unwrap()
+}
+
+/// GroupNorm computed in f64 with candle ops (the definition), back to f32.
+fn group_norm_f64(x: &Tensor, groups: usize, eps: f64, w: &Tensor, b: &Tensor) -> Tensor {
+    let dims = x.dims().to_vec();
+    let (n, c) = (dims[0], dims[1]);
+    let xg = x
+        .to_dtype(DType::F64)
+        .unwrap()
+        .reshape((n, groups, ()))
+        .unwrap();
+    let mean = xg.mean_keepdim(2).unwrap();
+    let centered = xg.broadcast_sub(&mean).unwrap();
+    let var = centered.sqr().unwrap().mean_keepdim(2).unwrap();
+    let normed = centered
+        .broadcast_div(&(var + eps).unwrap().sqrt().unwrap())
+        .unwrap()
+        .reshape(dims.as_slice())
+        .unwrap();
+    let mut wd = vec![1usize; dims.len()];
+    wd[1] = c;
+    let w = w
+        .to_dtype(DType::F64)
+        .unwrap()
+        .reshape(wd.as_slice())
+        .unwrap();
+    let b = b
+        .to_dtype(DType::F64)
+        .unwrap()
+        .reshape(wd.as_slice())
+        .unwrap();
+    normed
+        .broadcast_mul(&w)
+        .unwrap()
+        .broadcast_add(&b)
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap()
+}
+
+#[test]
+fn group_norm_matches_definition_with_and_without_silu() {
+    // (shape, groups): odd spatial sizes, one group, many groups, 3-D input, a large mean (offset 30).
+    let cases: [(&[usize], usize, f32); 5] = [
+        (&[2, 12, 7, 9], 4, 0.0),
+        (&[1, 6, 5, 5], 1, 0.0),
+        (&[3, 33, 3, 1], 11, 0.0),
+        (&[2, 8, 13], 2, 0.0),
+        (&[1, 64, 17, 19], 32, 30.0),
+    ];
+    for (i, (shape, groups, offset)) in cases.into_iter().enumerate() {
+        let c = shape[1];
+        let x = pseudo_random(shape, i as u64, 2.0, offset);
+        let w = pseudo_random(&[c], 100 + i as u64, 1.0, 1.0);
+        let b = random(&[c], 200 + i as u64);
+        let params = GroupNormParams {
+            groups,
+            eps: 1e-5,
+            weight: &w,
+            bias: &b,
+        };
+        let want = group_norm_f64(&x, groups, 1e-5, &w, &b);
+        let got = group_norm(&x, params, false).unwrap();
+        let err = relative_error(&got, &want);
+        eprintln!("group_norm case {i}: relative error {err:.2e}");
+        assert!(err < 1e-6, "case {i}: {err}");
+
+        let want_silu = want.silu().unwrap();
+        let got_silu = group_norm(&x, params, true).unwrap();
+        let err = relative_error(&got_silu, &want_silu);
+        eprintln!("group_norm+silu case {i}: relative error {err:.2e}");
+        assert!(err < 1e-6, "case {i} silu: {err}");
+
+        let in_place = x.copy().unwrap();
+        group_norm_in_place(&in_place, params, true).unwrap();
+        assert_eq!(
+            relative_error(&in_place, &got_silu),
+            0.0,
+            "case {i} in place"
+        );
+    }
+}
+
+#[test]
+fn group_norm_rejects_bad_shapes() {
+    let x = random(&[1, 6, 4, 4], 1);
+    let w = random(&[6], 2);
+    let params = |groups| GroupNormParams {
+        groups,
+        eps: 1e-5,
+        weight: &w,
+        bias: &w,
+    };
+    assert!(
+        group_norm(&x, params(4), false).is_err(),
+        "4 groups of 6 channels"
+    );
+    assert!(
+        group_norm(&random(&[6, 4], 3), params(2), false).is_err(),
+        "rank 2"
+    );
+    let strided = random(&[1, 6, 4, 8], 4).narrow(3, 0, 4).unwrap();
+    assert!(
+        group_norm_in_place(&strided, params(2), false).is_err(),
+        "not contiguous"
+    );
+}
+
+#[test]
+fn silu_geglu_and_add_match_candle() {
+    let x = pseudo_random(&[3, 5, 1000], 7, 12.0, 0.0);
+    let err = relative_error(&silu(&x).unwrap(), &x.silu().unwrap());
+    eprintln!("silu: relative error {err:.2e}");
+    assert!(err < 1e-6);
+
+    let projected = pseudo_random(&[2, 7, 2 * 37], 8, 5.0, 0.0);
+    let hidden = projected.narrow(D::Minus1, 0, 37).unwrap();
+    let gate = projected.narrow(D::Minus1, 37, 37).unwrap();
+    let want = (hidden * gate.gelu_erf().unwrap()).unwrap();
+    let err = relative_error(&geglu(&projected).unwrap(), &want);
+    eprintln!("geglu: relative error {err:.2e}");
+    assert!(err < 1e-6);
+    assert!(geglu(&random(&[2, 5], 9)).is_err(), "odd width");
+
+    let a = random(&[4, 9, 11], 10);
+    let b = random(&[4, 9, 11], 11);
+    let want = (&a + &b).unwrap();
+    add_in_place(&a, &b).unwrap();
+    assert_eq!(relative_error(&a, &want), 0.0);
+    assert!(add_in_place(&a, &random(&[4, 9, 10], 12)).is_err());
+}
+
+#[test]
+fn linear_matches_candle_with_bias_and_residual() {
+    for (i, (shape, out)) in [
+        (&[2usize, 7, 33][..], 19usize),
+        (&[5, 3][..], 8),
+        (&[1, 300, 64][..], 200),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let k = *shape.last().unwrap();
+        let x = random(shape, 20 + i as u64);
+        let w = random(&[out, k], 30 + i as u64);
+        let b = random(&[out], 40 + i as u64);
+        let plain = candle_nn::Linear::new(w.clone(), Some(b.clone()))
+            .forward(&x)
+            .unwrap();
+        let residual = random(plain.dims(), 50 + i as u64);
+        let err = relative_error(&linear(&x, &w, Some(&b), None).unwrap(), &plain);
+        let err_res = relative_error(
+            &linear(&x, &w, Some(&b), Some(&residual)).unwrap(),
+            &(&plain + &residual).unwrap(),
+        );
+        let no_bias = candle_nn::Linear::new(w.clone(), None).forward(&x).unwrap();
+        let err_nb = relative_error(&linear(&x, &w, None, None).unwrap(), &no_bias);
+        eprintln!("linear case {i}: {err:.2e} / +residual {err_res:.2e} / no bias {err_nb:.2e}");
+        assert!(err < 1e-6 && err_res < 1e-6 && err_nb < 1e-6, "case {i}");
+    }
+    let x = random(&[2, 5], 60);
+    assert!(
+        linear(&x, &random(&[3, 4], 61), None, None).is_err(),
+        "width mismatch"
+    );
+    let residual = random(&[2, 4], 62);
+    assert!(linear(&x, &random(&[3, 5], 63), None, Some(&residual)).is_err());
+}
+
+#[test]
+fn pointwise_convs_to_and_from_tokens_match_conv_and_transpose() {
+    let (batch, c_in, c_out, h, w) = (2, 13, 21, 5, 7);
+    let x = random(&[batch, c_in, h, w], 70);
+    let weight = random(&[c_out, c_in, 1, 1], 71);
+    let bias = random(&[c_out], 72);
+    let conv = x
+        .conv2d(&weight, 0, 1, 1, 1)
+        .unwrap()
+        .broadcast_add(&bias.reshape((1, (), 1, 1)).unwrap())
+        .unwrap();
+    let want_tokens = conv
+        .reshape((batch, c_out, h * w))
+        .unwrap()
+        .transpose(1, 2)
+        .unwrap()
+        .contiguous()
+        .unwrap();
+    let tokens = pointwise_conv_to_tokens(&x, &weight, Some(&bias)).unwrap();
+    let err = relative_error(&tokens, &want_tokens);
+    eprintln!("to tokens: {err:.2e}");
+    assert!(err < 1e-6);
+
+    let back_weight = random(&[c_in, c_out, 1, 1], 73);
+    let back_bias = random(&[c_in], 74);
+    let residual = random(&[batch, c_in, h, w], 75);
+    let nchw = tokens
+        .transpose(1, 2)
+        .unwrap()
+        .reshape((batch, c_out, h, w))
+        .unwrap();
+    let want = (nchw
+        .conv2d(&back_weight, 0, 1, 1, 1)
+        .unwrap()
+        .broadcast_add(&back_bias.reshape((1, (), 1, 1)).unwrap())
+        .unwrap()
+        + &residual)
+        .unwrap();
+    let got = pointwise_conv_from_tokens(
+        &tokens,
+        (h, w),
+        &back_weight,
+        Some(&back_bias),
+        Some(&residual),
+    )
+    .unwrap();
+    let err = relative_error(&got, &want);
+    eprintln!("from tokens: {err:.2e}");
+    assert!(err < 1e-6);
+    assert!(pointwise_conv_from_tokens(&tokens, (h, w + 1), &back_weight, None, None).is_err());
+}
+
+#[test]
+fn conv_epilogue_adds_bias_channel_shift_and_residual() {
+    // stride 1 and 2, odd sizes, and a small image that takes the multi-image tile path.
+    for (i, (batch, c_in, c_out, size, stride)) in
+        [(2, 5, 7, 11, 1), (3, 4, 6, 9, 2), (2, 3, 5, 4, 1)]
+            .into_iter()
+            .enumerate()
+    {
+        let x = random(&[batch, c_in, size, size + 2], 80 + i as u64);
+        let w = random(&[c_out, c_in, 3, 3], 90 + i as u64);
+        let bias = random(&[c_out], 100 + i as u64);
+        let shift = random(&[batch, c_out], 110 + i as u64);
+        let plain = x.conv2d(&w, 1, stride, 1, 1).unwrap();
+        let residual = random(plain.dims(), 120 + i as u64);
+        let want = plain
+            .broadcast_add(&bias.reshape((1, (), 1, 1)).unwrap())
+            .unwrap()
+            .broadcast_add(&shift.unsqueeze(2).unwrap().unsqueeze(3).unwrap())
+            .unwrap();
+        let want = (want + &residual).unwrap();
+        let packed = PackedConvWeight::new(&w).unwrap();
+        for tile in [7, 256] {
+            let add = ConvAdd {
+                bias: Some(&bias),
+                channel_shift: Some(&shift),
+                residual: Some(&residual),
+            };
+            let got = conv2d_add(&x, &packed, stride, 1, add, tile).unwrap();
+            let err = relative_error(&got, &want);
+            eprintln!("conv epilogue case {i} tile {tile}: {err:.2e}");
+            assert!(err < 1e-6, "case {i} tile {tile}");
+        }
+        let bad = ConvAdd {
+            residual: Some(&x),
+            ..ConvAdd::default()
+        };
+        assert!(conv2d_add(&x, &packed, stride, 1, bad, 256).is_err());
+    }
+}
+
+#[test]
+fn token_major_attention_matches_split_heads() {
+    // Self-attention with q/k/v as column slices of one [B, L, 3C] tensor, and cross-attention with dv ≠ d.
+    let (batch, heads, len, d) = (2, 3, 37, 8);
+    let c = heads * d;
+    let qkv = random(&[batch, len, 3 * c], 130);
+    let q = qkv.narrow(2, 0, c).unwrap();
+    let k = qkv.narrow(2, c, c).unwrap();
+    let v = qkv.narrow(2, 2 * c, c).unwrap();
+    let split = |t: &Tensor, width: usize| {
+        let (b, l, _) = t.dims3().unwrap();
+        t.reshape((b, l, heads, width))
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .contiguous()
+            .unwrap()
+    };
+    let merge = |t: &Tensor| {
+        let (b, h, l, w) = t.dims4().unwrap();
+        t.transpose(1, 2).unwrap().reshape((b, l, h * w)).unwrap()
+    };
+    let want = merge(
+        &scaled_dot_product_attention(
+            &split(&q.contiguous().unwrap(), d),
+            &split(&k.contiguous().unwrap(), d),
+            &split(&v.contiguous().unwrap(), d),
+        )
+        .unwrap(),
+    );
+    let got = scaled_dot_product_attention_tokens(&q, &k, &v, heads).unwrap();
+    let err = relative_error(&got, &want);
+    eprintln!("self-attention tokens: {err:.2e}");
+    assert!(err < 1e-6);
+
+    let (lk, dv) = (77, 5);
+    let ctx_k = random(&[batch, lk, c], 131);
+    let ctx_v = random(&[batch, lk, heads * dv], 132);
+    let want = merge(
+        &scaled_dot_product_attention(
+            &split(&q.contiguous().unwrap(), d),
+            &split(&ctx_k, d),
+            &split(&ctx_v, dv),
+        )
+        .unwrap(),
+    );
+    let got = scaled_dot_product_attention_tokens(&q, &ctx_k, &ctx_v, heads).unwrap();
+    let err = relative_error(&got, &want);
+    eprintln!("cross-attention tokens: {err:.2e}");
+    assert!(err < 1e-6);
+    assert!(
+        scaled_dot_product_attention_tokens(&q, &ctx_k, &ctx_v, 5).is_err(),
+        "24 columns in 5 heads"
+    );
+}
