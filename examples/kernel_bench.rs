@@ -1,9 +1,11 @@
 //! Times `model::kernels` (conv2d, fused attention) against candle's ops on the SD1.5 shapes of docs/perf.md.
 //!
-//! `cargo run --release --example kernel_bench [-- FILTER] [--reps N] [--tile COLS] [--blocks BQ,BK] [--ours]`
+//! `cargo run --release --example kernel_bench [-- FILTER] [--reps N] [--tile COLS | --direct] [--blocks BQ,BK]
+//! [--ours]`
 //! prints one line per op: best of N runs after a warm-up, ms and GFLOP/s, with the 1-minute load average read
 //! before each measurement (the development machine is shared, so compare only lines taken at low load).
-//! `--ours` skips the candle baselines; `--tile`/`--blocks` override the kernels' tile sizes for tuning.
+//! `--ours` skips the candle baselines; `--tile`/`--blocks` override the kernels' tile sizes for tuning; `--tile`
+//! forces the im2col convolution, `--direct` the direct AVX-512 one (default: the automatic choice).
 //! Compare with `scripts/bench_ops_torch.py` (PyTorch, same shapes).
 //!
 //! `--model unet|vae --size PIXELS` instead times whole SD1.5 models with random weights (UNet: one CFG step,
@@ -18,7 +20,9 @@ use loraeval::model::config::{UNetConfig, VaeConfig};
 use loraeval::model::kernels::attention::{
     scaled_dot_product_attention_with_blocks, DEFAULT_KEY_BLOCK, DEFAULT_QUERY_BLOCK,
 };
-use loraeval::model::kernels::conv::{conv2d, conv2d_with_tile, PackedConvWeight};
+use loraeval::model::kernels::conv::{
+    conv2d, conv2d_add, conv2d_with_tile, ConvAdd, ConvAlgorithm, PackedConvWeight,
+};
 use loraeval::model::random_weights::RandomWeights;
 use loraeval::model::unet::UNet2DConditionModel;
 use loraeval::model::vae::AutoEncoderKL;
@@ -27,6 +31,7 @@ struct Options {
     filter: Option<String>,
     reps: usize,
     tile: Option<usize>,
+    direct: bool,
     blocks: (usize, usize),
     ours_only: bool,
     model: Option<String>,
@@ -38,6 +43,7 @@ fn parse_options() -> Result<Options> {
         filter: None,
         reps: 3,
         tile: None,
+        direct: false,
         blocks: (DEFAULT_QUERY_BLOCK, DEFAULT_KEY_BLOCK),
         ours_only: false,
         model: None,
@@ -48,6 +54,7 @@ fn parse_options() -> Result<Options> {
         match arg.as_str() {
             "--reps" => options.reps = args.next().unwrap_or_default().parse()?,
             "--tile" => options.tile = Some(args.next().unwrap_or_default().parse()?),
+            "--direct" => options.direct = true,
             "--blocks" => {
                 let value = args.next().unwrap_or_default();
                 let (bq, bk) = value.split_once(',').unwrap_or(("64", "256"));
@@ -135,6 +142,13 @@ fn bench_conv(options: &Options, batch: usize, channels: usize, size: usize) -> 
     let t = best_ms(options.reps, || {
         Ok(match options.tile {
             Some(tile) => conv2d_with_tile(&x, &packed, Some(&b), 1, 1, tile)?,
+            None if options.direct => {
+                let add = ConvAdd {
+                    bias: Some(&b),
+                    ..ConvAdd::default()
+                };
+                conv2d_add(&x, &packed, 1, 1, add, ConvAlgorithm::Direct)?
+            }
             None => conv2d(&x, &packed, Some(&b), 1, 1)?,
         })
     })?;

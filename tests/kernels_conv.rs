@@ -1,7 +1,9 @@
 //! Parity of `model::kernels::conv::conv2d` with candle's own conv2d (+ bias) on awkward shapes.
 
 use candle_core::{Device, Tensor};
-use loraeval::model::kernels::conv::{conv2d, conv2d_with_tile, PackedConvWeight};
+use loraeval::model::kernels::conv::{
+    conv2d, conv2d_add, conv2d_with_tile, ConvAdd, ConvAlgorithm, PackedConvWeight,
+};
 
 /// Deterministic values in [-1, 1) from a linear congruential generator.
 fn pseudo_random(shape: &[usize], seed: u64) -> Tensor {
@@ -184,6 +186,57 @@ fn conv2d_matches_candle_on_odd_shapes() {
         let err = check_case(case, 10 * i as u64, None);
         eprintln!("case {i}: relative error {err:.2e}");
         assert!(err <= 1e-5, "case {i}: relative error {err}");
+    }
+}
+
+#[test]
+fn direct_kernel_matches_candle_on_odd_shapes() {
+    // Every stride-1 case through the direct kernel (AVX-512 CPUs; elsewhere `Direct` falls back to im2col), plus
+    // a 5×5 kernel with padding 2 and a wide image whose rows span several 64-pixel panels.
+    let extra = [
+        Case {
+            batch: 2,
+            c_in: 5,
+            c_out: 13,
+            h: 10,
+            w: 21,
+            kernel: 5,
+            stride: 1,
+            padding: 2,
+            bias: true,
+        },
+        Case {
+            batch: 1,
+            c_in: 9,
+            c_out: 7,
+            h: 6,
+            w: 150,
+            kernel: 3,
+            stride: 1,
+            padding: 1,
+            bias: true,
+        },
+    ];
+    for (i, case) in CASES.iter().chain(&extra).enumerate() {
+        if case.stride != 1 {
+            continue;
+        }
+        let seed = 300 + i as u64;
+        let x = pseudo_random(&[case.batch, case.c_in, case.h, case.w], seed);
+        let w = pseudo_random(&[case.c_out, case.c_in, case.kernel, case.kernel], seed + 1);
+        let b = case.bias.then(|| pseudo_random(&[case.c_out], seed + 2));
+        let want = reference(&x, &w, b.as_ref(), 1, case.padding);
+        let residual = pseudo_random(want.dims(), seed + 3);
+        let add = ConvAdd {
+            bias: b.as_ref(),
+            residual: Some(&residual),
+            ..ConvAdd::default()
+        };
+        let packed = PackedConvWeight::new(&w).unwrap();
+        let got = conv2d_add(&x, &packed, 1, case.padding, add, ConvAlgorithm::Direct).unwrap();
+        let err = relative_error(&got, &(want + &residual).unwrap());
+        eprintln!("direct case {i}: relative error {err:.2e}");
+        assert!(err <= 1e-5, "direct case {i}: relative error {err}");
     }
 }
 

@@ -5,7 +5,7 @@ use candle_core::{DType, Device, Module, Tensor, D};
 use loraeval::model::kernels::attention::{
     scaled_dot_product_attention, scaled_dot_product_attention_tokens,
 };
-use loraeval::model::kernels::conv::{conv2d_add, ConvAdd, PackedConvWeight};
+use loraeval::model::kernels::conv::{conv2d_add, ConvAdd, ConvAlgorithm, PackedConvWeight};
 use loraeval::model::kernels::linear::{
     linear, pointwise_conv_from_tokens, pointwise_conv_to_tokens,
 };
@@ -282,22 +282,26 @@ fn conv_epilogue_adds_bias_channel_shift_and_residual() {
             .unwrap();
         let want = (want + &residual).unwrap();
         let packed = PackedConvWeight::new(&w).unwrap();
-        for tile in [7, 256] {
+        for algorithm in [
+            ConvAlgorithm::Im2col(7),
+            ConvAlgorithm::Im2col(256),
+            ConvAlgorithm::Direct,
+        ] {
             let add = ConvAdd {
                 bias: Some(&bias),
                 channel_shift: Some(&shift),
                 residual: Some(&residual),
             };
-            let got = conv2d_add(&x, &packed, stride, 1, add, tile).unwrap();
+            let got = conv2d_add(&x, &packed, stride, 1, add, algorithm).unwrap();
             let err = relative_error(&got, &want);
-            eprintln!("conv epilogue case {i} tile {tile}: {err:.2e}");
-            assert!(err < 1e-6, "case {i} tile {tile}");
+            eprintln!("conv epilogue case {i} {algorithm:?}: {err:.2e}");
+            assert!(err < 1e-6, "case {i} {algorithm:?}");
         }
         let bad = ConvAdd {
             residual: Some(&x),
             ..ConvAdd::default()
         };
-        assert!(conv2d_add(&x, &packed, stride, 1, bad, 256).is_err());
+        assert!(conv2d_add(&x, &packed, stride, 1, bad, ConvAlgorithm::Auto).is_err());
     }
 }
 

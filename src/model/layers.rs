@@ -3,7 +3,7 @@
 //! Every layer keeps the diffusers name of its weight (`name`), so adapters (LoRA, issue 3) can find the module
 //! they target, and forward passes go through one place that the fast kernels (issue 6) can take over.
 
-use super::kernels::conv::{conv2d_add, ConvAdd, PackedConvWeight, DEFAULT_TILE_COLS};
+use super::kernels::conv::{conv2d_add, ConvAdd, ConvAlgorithm, PackedConvWeight};
 use super::kernels::{linear, pointwise};
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
@@ -156,7 +156,7 @@ impl Conv2d {
             self.stride,
             self.padding,
             add,
-            DEFAULT_TILE_COLS,
+            ConvAlgorithm::Auto,
         )
     }
 }

@@ -13,6 +13,7 @@ use candle_core::Tensor;
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::direct::{self, DirectShape};
 use super::storage::{
     check_f32, dims, tensor_from_vec, threads, with_f32_slice, KernelError, SharedMut,
 };
@@ -104,7 +105,7 @@ pub fn conv2d(
         bias,
         ..ConvAdd::default()
     };
-    conv2d_add(input, weight, stride, padding, add, DEFAULT_TILE_COLS)
+    conv2d_add(input, weight, stride, padding, add, ConvAlgorithm::Auto)
 }
 
 /// What is added to a convolution's output. Each term is written into the output before `gemm` accumulates the
@@ -119,15 +120,31 @@ pub struct ConvAdd<'a> {
     pub residual: Option<&'a Tensor>,
 }
 
-/// [`conv2d`] with the additions of `add`: `conv(input) + bias + channel_shift + residual`, with an explicit tile
-/// width (output pixels per im2col tile; [`DEFAULT_TILE_COLS`] unless tuning).
+/// Which implementation [`conv2d_add`] uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConvAlgorithm {
+    /// The direct AVX-512 kernel (`direct.rs`) when the CPU has AVX-512F and the convolution is stride 1, not 1×1,
+    /// with output rows of at least [`DIRECT_MIN_WIDTH`] pixels; tiled im2col + `gemm` otherwise.
+    Auto,
+    /// Tiled im2col + `gemm` with tiles of this many output pixels.
+    Im2col(usize),
+    /// The direct kernel whenever the CPU has AVX-512F and the convolution is stride 1 (any width); for tests.
+    Direct,
+}
+
+/// Narrowest output rows the direct kernel takes in [`ConvAlgorithm::Auto`]: it computes `kw − 1` discarded
+/// positions per row, 11 % extra work at 16 pixels (measured in docs/perf.md, "Issue 6 work log").
+pub const DIRECT_MIN_WIDTH: usize = 32;
+
+/// [`conv2d`] with the additions of `add`: `conv(input) + bias + channel_shift + residual`, computed by
+/// `algorithm`.
 pub fn conv2d_add(
     input: &Tensor,
     weight: &PackedConvWeight,
     stride: usize,
     padding: usize,
     add: ConvAdd,
-    tile_cols: usize,
+    algorithm: ConvAlgorithm,
 ) -> candle_core::Result<Tensor> {
     if !input.device().is_cpu() {
         return candle_fallback(input, weight, stride, padding, add);
@@ -156,19 +173,47 @@ pub fn conv2d_add(
             Some(residual) => with_f32_slice(residual, |r| body(Some(r))),
             None => body(None),
         };
+    let direct = use_direct(&geometry, algorithm);
+    let tile_cols = match algorithm {
+        ConvAlgorithm::Im2col(tile) => tile.max(1),
+        _ => DEFAULT_TILE_COLS,
+    };
     with_residual(&mut |residual| {
         with_f32_slice(input, |input| {
             with_f32_slice(&weight.weight, |weight| {
+                if let Some(shape) = direct {
+                    direct::conv2d_direct(&shape, input, weight, &bias, residual, &mut out);
+                    return Ok(());
+                }
                 let init = OutputInit {
                     bias: &bias,
                     residual,
                 };
-                run(&geometry, input, weight, init, &mut out, tile_cols.max(1));
+                run(&geometry, input, weight, init, &mut out, tile_cols);
                 Ok(())
             })
         })
     })?;
     tensor_from_vec(out, &out_dims)
+}
+
+/// The direct kernel's shape when `algorithm` and the CPU allow it for this convolution.
+fn use_direct(g: &Geometry, algorithm: ConvAlgorithm) -> Option<DirectShape> {
+    let wanted = match algorithm {
+        ConvAlgorithm::Auto => g.ow >= DIRECT_MIN_WIDTH && !g.is_pointwise(),
+        ConvAlgorithm::Direct => true,
+        ConvAlgorithm::Im2col(_) => false,
+    };
+    (wanted && g.stride == 1 && direct::available()).then_some(DirectShape {
+        batch: g.batch,
+        c_in: g.c_in,
+        h: g.h,
+        w: g.w,
+        c_out: g.c_out,
+        kh: g.kh,
+        kw: g.kw,
+        pad: g.pad,
+    })
 }
 
 /// Initial value of the output: `bias[image·c_out + co] (+ residual[image, co, pixel])`.
@@ -196,7 +241,14 @@ pub fn conv2d_with_tile(
         bias,
         ..ConvAdd::default()
     };
-    conv2d_add(input, weight, stride, padding, add, tile_cols)
+    conv2d_add(
+        input,
+        weight,
+        stride,
+        padding,
+        add,
+        ConvAlgorithm::Im2col(tile_cols),
+    )
 }
 
 fn candle_fallback(

@@ -7,6 +7,7 @@
 
 pub mod attention;
 pub mod conv;
+mod direct;
 pub mod linear;
 pub mod pointwise;
 mod simd;
