@@ -2,9 +2,13 @@
 //!
 //! Every layer keeps the diffusers name of its weight (`name`), so adapters (LoRA, issue 3) can find the module
 //! they target, and forward passes go through one place that the fast kernels (issue 6) can take over.
+//! `Linear` and `Conv2d` compute `forward_base` (the plain matmul / convolution) and then add their unmerged
+//! adapters (see `adapter.rs`); the two parts are kept apart on purpose.
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
+
+use super::adapter::Adapter;
 
 /// A fully connected layer `y = x Wᵀ + b` with the weight stored as `[out, in]` (PyTorch layout).
 #[derive(Debug, Clone)]
@@ -12,6 +16,8 @@ pub struct Linear {
     pub name: String,
     pub weight: Tensor,
     pub bias: Option<Tensor>,
+    /// Unmerged adapters added to the output (empty for a plain model).
+    pub adapters: Vec<Adapter>,
 }
 
 impl Linear {
@@ -27,6 +33,7 @@ impl Linear {
             name: vb.prefix(),
             weight,
             bias,
+            adapters: Vec::new(),
         })
     }
 }
@@ -55,16 +62,25 @@ impl Linear {
                     name: vb.prefix(),
                     weight: conv_weight.reshape((out_dim, in_dim))?,
                     bias,
+                    adapters: Vec::new(),
                 })
             }
         }
     }
 }
 
-impl Module for Linear {
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+impl Linear {
+    /// `x Wᵀ + b` without adapters.
+    pub fn forward_base(&self, xs: &Tensor) -> Result<Tensor> {
         let inner = candle_nn::Linear::new(self.weight.clone(), self.bias.clone());
         inner.forward(xs)
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let ys = self.forward_base(xs)?;
+        self.forward_with_adapters(xs, ys)
     }
 }
 
@@ -76,6 +92,8 @@ pub struct Conv2d {
     pub bias: Option<Tensor>,
     pub stride: usize,
     pub padding: usize,
+    /// Unmerged adapters added to the output (empty for a plain model).
+    pub adapters: Vec<Adapter>,
 }
 
 impl Conv2d {
@@ -96,17 +114,26 @@ impl Conv2d {
             bias,
             stride,
             padding,
+            adapters: Vec::new(),
         })
     }
 }
 
-impl Module for Conv2d {
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+impl Conv2d {
+    /// The convolution plus bias, without adapters.
+    pub fn forward_base(&self, xs: &Tensor) -> Result<Tensor> {
         let ys = xs.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
         match &self.bias {
             Some(bias) => ys.broadcast_add(&bias.reshape((1, (), 1, 1))?),
             None => Ok(ys),
         }
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let ys = self.forward_base(xs)?;
+        self.forward_with_adapters(xs, ys)
     }
 }
 
