@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod face;
+pub mod lora;
 pub mod model;
 pub mod sampling;
 pub mod text;
