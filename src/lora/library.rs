@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use super::LoraError;
+use crate::text::extra_networks::{extract_extra_networks, lora_multipliers};
 use crate::weights::safetensors_file::SafetensorsFile;
 
 /// Extensions A1111 lists as networks.
@@ -53,6 +54,48 @@ pub fn parse_lora_spec(spec: &str) -> Result<LoraSpec, LoraError> {
         te,
         unet,
     })
+}
+
+/// A `<lora:NAME:…>` tag of a prompt, resolved to a file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromptLora {
+    /// The name as written in the tag.
+    pub name: String,
+    pub path: PathBuf,
+    pub te: f32,
+    pub unet: f32,
+}
+
+/// Whether an extra-network kind is a LoRA (A1111 registers `lora` and the alias `lyco`).
+pub fn is_lora_kind(kind: &str) -> bool {
+    kind.eq_ignore_ascii_case("lora") || kind.eq_ignore_ascii_case("lyco")
+}
+
+/// Resolves the `<lora:…>` tags of a prompt to files of `library` (other tag kinds are left to the pipeline).
+pub fn resolve_prompt_tags(
+    prompt: &str,
+    library: Option<&LoraLibrary>,
+) -> Result<Vec<PromptLora>, LoraError> {
+    let (_, tags) = extract_extra_networks(prompt);
+    let mut resolved = Vec::new();
+    for tag in tags.iter().filter(|t| is_lora_kind(&t.kind)) {
+        let (te, unet) = lora_multipliers(tag).map_err(|e| LoraError::BadSpec {
+            spec: tag.to_tag_text(),
+            reason: e.to_string(),
+        })?;
+        let Some(library) = library else {
+            return Err(LoraError::NoLoraDir {
+                name: tag.name.clone(),
+            });
+        };
+        resolved.push(PromptLora {
+            name: tag.name.clone(),
+            path: library.find(&tag.name)?,
+            te,
+            unet,
+        });
+    }
+    Ok(resolved)
 }
 
 /// The networks of a `--lora-dir`.
