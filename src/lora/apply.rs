@@ -185,11 +185,11 @@ fn check_shape(
 ) -> Result<(), LoraError> {
     let update = module.update_shape();
     let numel = |s: &[usize]| s.iter().product::<usize>();
-    let fits = update.len() >= 2
-        && model_shape.len() >= 2
-        && update[0] == model_shape[0]
-        && update[1] == model_shape[1]
-        && numel(&update) == numel(model_shape);
+    // Flattened updates (LoHa/LoKr `[out, in·kh·kw]`, a Linear-shaped LoRA on a 1×1 conv) are reshaped like A1111
+    // does, so only the output width and the element count must agree; same-rank updates must agree exactly.
+    let fits = update.first() == model_shape.first()
+        && numel(&update) == numel(model_shape)
+        && (update.len() != model_shape.len() || update == model_shape);
     if fits {
         return Ok(());
     }
