@@ -103,7 +103,9 @@ fn render(model: &StableDiffusion, request: &Txt2ImgRequest) -> Vec<image::RgbIm
 }
 
 fn reference(file: &str) -> image::RgbImage {
-    image::open(lora_dir().join(file)).expect("reference png").to_rgb8()
+    image::open(lora_dir().join(file))
+        .expect("reference png")
+        .to_rgb8()
 }
 
 /// Within the engine's tolerance: max ≤ 2 levels, mean ≤ 0.5.
@@ -121,13 +123,23 @@ fn every_case_matches_its_reference_merged_and_unmerged() {
         let loras = uses(&case);
         let reference = reference(&case.image);
         let merged = single.with_loras(&loras, LoraMode::Merged).expect("merge");
-        let unmerged = folder.with_loras(&loras, LoraMode::Unmerged).expect("attach");
+        let unmerged = folder
+            .with_loras(&loras, LoraMode::Unmerged)
+            .expect("attach");
         let merged_image = &render(&merged, &request(&case, &case.prompt, 1))[0];
         let unmerged_image = &render(&unmerged, &request(&case, &case.prompt, 1))[0];
         assert_close(&format!("{} merged", case.name), merged_image, &reference);
-        assert_close(&format!("{} unmerged", case.name), unmerged_image, &reference);
+        assert_close(
+            &format!("{} unmerged", case.name),
+            unmerged_image,
+            &reference,
+        );
         let (max, _) = diff(merged_image, unmerged_image);
-        assert!(max <= 1, "{}: merged and unmerged differ by {max}", case.name);
+        assert!(
+            max <= 1,
+            "{}: merged and unmerged differ by {max}",
+            case.name
+        );
     }
 }
 
@@ -145,7 +157,11 @@ fn ldm_named_kohya_file_renders_like_the_diffusers_named_one() {
         unet: 0.6,
     };
     let resolution = model.lora_layers().resolve(&ldm.file).expect("resolves");
-    assert!(resolution.unmatched.is_empty(), "{:?}", resolution.unmatched);
+    assert!(
+        resolution.unmatched.is_empty(),
+        "{:?}",
+        resolution.unmatched
+    );
     let merged = model.with_loras(&[ldm], LoraMode::Merged).expect("merge");
     let image = &render(&merged, &request(&case, &case.prompt, 1))[0];
     assert_close("LDM-named kohya file", image, &reference(&case.image));
@@ -184,7 +200,10 @@ fn prompt_tag_resolves_in_the_lora_dir_and_matches() {
         infotext.contains(&format!("Lora hashes: \"kohya_locon: {expected}\"")),
         "{infotext}"
     );
-    assert!(infotext.starts_with(&prompt), "tag kept in the prompt: {infotext}");
+    assert!(
+        infotext.starts_with(&prompt),
+        "tag kept in the prompt: {infotext}"
+    );
 }
 
 #[test]
@@ -201,7 +220,11 @@ fn multiplier_zero_gives_the_base_image_exactly() {
     for mode in [LoraMode::Merged, LoraMode::Unmerged] {
         let with_zero = model.with_loras(&zero, mode).expect("apply");
         let image = &render(&with_zero, &request(&case, &case.prompt, 1))[0];
-        assert_eq!(diff(image, base).0, 0, "{mode:?}: multiplier 0 changed the image");
+        assert_eq!(
+            diff(image, base).0,
+            0,
+            "{mode:?}: multiplier 0 changed the image"
+        );
     }
     let reference = image::open(tiny_dir().join("ref-euler.png"))
         .expect("base reference")
@@ -234,7 +257,10 @@ fn per_image_loras_in_one_batch_match_single_renders() {
     let loha_model = model.with_loras(&loha, LoraMode::Merged).expect("merge");
     let expected = &render(&loha_model, &single)[0];
     let (max, _) = diff(&images[1], expected);
-    assert!(max <= 1, "batch image 1 differs from its single render by {max}");
+    assert!(
+        max <= 1,
+        "batch image 1 differs from its single render by {max}"
+    );
 }
 
 /// The public fixture's kohya LoRA at 0.6 (`../shared/fixtures/sd15-tiny`), through a file and through a tag.
@@ -267,14 +293,17 @@ fn shared_fixture_lora_matches_when_available() {
                 .expect("png")
                 .to_rgb8();
             for mode in [LoraMode::Merged, LoraMode::Unmerged] {
-                let applied = model.with_loras(std::slice::from_ref(&lora), mode).expect("apply");
+                let applied = model
+                    .with_loras(std::slice::from_ref(&lora), mode)
+                    .expect("apply");
                 let request = Txt2ImgRequest {
                     prompt: tagged.clone(),
                     negative: case["negative"].as_str().expect("negative").to_string(),
                     seed: case["seed"].as_u64().expect("seed"),
                     steps: case["steps"].as_u64().expect("steps") as usize,
                     cfg: case["cfg"].as_f64().expect("cfg"),
-                    sampler: SamplerName::parse(case["sampler"].as_str().expect("sampler")).expect("s"),
+                    sampler: SamplerName::parse(case["sampler"].as_str().expect("sampler"))
+                        .expect("s"),
                     width: case["w"].as_u64().expect("w") as usize,
                     height: case["h"].as_u64().expect("h") as usize,
                     clip_skip: 1,

@@ -96,7 +96,11 @@ fn collect_loras(args: &GenerateArgs) -> Result<(String, Vec<LoraUse>)> {
                 multiplier_text(spec.unet)
             )
         };
-        prompt = if prompt.is_empty() { tag } else { format!("{prompt} {tag}") };
+        prompt = if prompt.is_empty() {
+            tag
+        } else {
+            format!("{prompt} {tag}")
+        };
         uses.push(LoraUse {
             name: file.name.clone(),
             file,
@@ -104,7 +108,11 @@ fn collect_loras(args: &GenerateArgs) -> Result<(String, Vec<LoraUse>)> {
             unet: spec.unet,
         });
     }
-    let library = args.lora_dir.as_deref().map(LoraLibrary::scan).transpose()?;
+    let library = args
+        .lora_dir
+        .as_deref()
+        .map(LoraLibrary::scan)
+        .transpose()?;
     let tagged = resolve_prompt_tags(&args.prompt, library.as_ref())?;
     for tag in tagged {
         uses.push(LoraUse {

@@ -5,6 +5,7 @@
 
 mod bench;
 mod generate;
+mod inspect;
 mod progress;
 
 use clap::{Parser, Subcommand};
@@ -24,9 +25,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Render txt2img images from an SD1.5 checkpoint exactly as AUTOMATIC1111 would (CPU RNG source).
-    Generate(generate::GenerateArgs),
+    Generate(Box<generate::GenerateArgs>),
     /// Time one UNet step (CFG batch 2), one VAE decode and one text encode at real SD1.5 shapes.
     Bench(bench::BenchArgs),
+    /// Describe a LoRA file: format, ranks, alphas, targeted modules, likely base model, training metadata.
+    Inspect(inspect::InspectArgs),
 }
 
 /// Entry point of the binary: parses arguments, runs the command, prints errors with their causes.
@@ -34,8 +37,9 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
     let result = match cli.command {
-        Command::Generate(args) => generate::run(args),
+        Command::Generate(args) => generate::run(*args),
         Command::Bench(args) => bench::run(args),
+        Command::Inspect(args) => inspect::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -22,7 +22,7 @@ use super::file::{LoraFile, LoraModule, ModuleWeights};
 use super::inspect::guess_base_model;
 pub use super::names::Part;
 use super::names::{LayerRef, LayerTable};
-use super::{compute_error, LoraError};
+use super::{compute_error, LoraError, ShapeMismatch, WrongBaseModel};
 use crate::model::adapter::{
     AdaptableLayers, Adapter, AdapterMultiplier, AdapterWeights, LayerMut,
 };
@@ -91,7 +91,10 @@ impl ModelLayers {
     }
 
     /// From (layer name, weight shape) lists.
-    pub fn from_shapes(unet: &[(String, Vec<usize>)], text_encoder: &[(String, Vec<usize>)]) -> Self {
+    pub fn from_shapes(
+        unet: &[(String, Vec<usize>)],
+        text_encoder: &[(String, Vec<usize>)],
+    ) -> Self {
         let names = |layers: &[(String, Vec<usize>)]| -> Vec<String> {
             layers.iter().map(|(n, _)| n.clone()).collect()
         };
@@ -127,11 +130,13 @@ impl ModelLayers {
             let guess = guess_base_model(file);
             return Err(LoraError::WrongBaseModel {
                 path: file.path.clone(),
-                looks_like: guess.family_or("a different model architecture"),
-                evidence: guess.evidence,
-                matched: targets.len(),
-                total,
-                examples: examples(&unmatched),
+                detail: Box::new(WrongBaseModel {
+                    looks_like: guess.family_or("a different model architecture"),
+                    evidence: guess.evidence,
+                    matched: targets.len(),
+                    total,
+                    examples: examples(&unmatched),
+                }),
             });
         }
         Ok(Resolution {
@@ -144,7 +149,11 @@ impl ModelLayers {
 
 /// First few names, comma-separated.
 pub fn examples(names: &[String]) -> String {
-    let shown: Vec<&str> = names.iter().take(EXAMPLES_SHOWN).map(String::as_str).collect();
+    let shown: Vec<&str> = names
+        .iter()
+        .take(EXAMPLES_SHOWN)
+        .map(String::as_str)
+        .collect();
     if names.len() > EXAMPLES_SHOWN {
         format!("{}, …", shown.join(", "))
     } else {
@@ -158,7 +167,9 @@ fn refuse_sdxl_encoders(file: &LoraFile) -> Result<(), LoraError> {
         .modules
         .keys()
         .filter(|k| {
-            k.starts_with("lora_te1_") || k.starts_with("lora_te2_") || k.starts_with("text_encoder_2.")
+            k.starts_with("lora_te1_")
+                || k.starts_with("lora_te2_")
+                || k.starts_with("text_encoder_2.")
         })
         .cloned()
         .collect();
@@ -168,11 +179,14 @@ fn refuse_sdxl_encoders(file: &LoraFile) -> Result<(), LoraError> {
     let matched = file.modules.len() - sdxl.len();
     Err(LoraError::WrongBaseModel {
         path: file.path.clone(),
-        looks_like: "SDXL".to_string(),
-        evidence: "it has modules for SDXL's two text encoders (`lora_te1_`/`lora_te2_`)".to_string(),
-        matched,
-        total: file.modules.len(),
-        examples: examples(&sdxl),
+        detail: Box::new(WrongBaseModel {
+            looks_like: "SDXL".to_string(),
+            evidence: "it has modules for SDXL's two text encoders (`lora_te1_`/`lora_te2_`)"
+                .to_string(),
+            matched,
+            total: file.modules.len(),
+            examples: examples(&sdxl),
+        }),
     })
 }
 
@@ -200,12 +214,14 @@ fn check_shape(
     };
     Err(LoraError::ShapeMismatch {
         path: file.path.clone(),
-        key: module.key.clone(),
-        layer: layer.name.clone(),
-        lora_shape: update,
-        model_shape: model_shape.to_vec(),
-        tensors: tensor_shapes(module),
-        hint,
+        detail: Box::new(ShapeMismatch {
+            key: module.key.clone(),
+            layer: layer.name.clone(),
+            lora_shape: update,
+            model_shape: model_shape.to_vec(),
+            tensors: tensor_shapes(module),
+            hint,
+        }),
     })
 }
 
@@ -321,7 +337,11 @@ pub fn attach_per_image(
 }
 
 /// `W ← W + m·update`; nothing at all when `m == 0`.
-fn merge_module(layer: &mut LayerMut<'_>, module: &LoraModule, multiplier: f32) -> Result<(), LoraError> {
+fn merge_module(
+    layer: &mut LayerMut<'_>,
+    module: &LoraModule,
+    multiplier: f32,
+) -> Result<(), LoraError> {
     if multiplier == 0.0 {
         return Ok(());
     }

@@ -175,7 +175,10 @@ fn tucker(t: &Tensor, wa: &Tensor, wb: &Tensor) -> Result<Tensor> {
     let (_, out) = wa.dims2()?;
     let (_, inputs) = wb.dims2()?;
     // [ra, rb, k] → [ra, k, rb] @ wb [rb, in] → [ra, k, in]
-    let t_k = t.reshape((ra, rb, kh * kw))?.transpose(1, 2)?.contiguous()?;
+    let t_k = t
+        .reshape((ra, rb, kh * kw))?
+        .transpose(1, 2)?
+        .contiguous()?;
     let step = t_k.reshape((ra * kh * kw, rb))?.matmul(wb)?;
     // waᵀ [out, ra] @ [ra, k·in] → [out, k, in] → [out, in, kh, kw]
     let full = wa.t()?.matmul(&step.reshape((ra, kh * kw * inputs))?)?;

@@ -20,9 +20,16 @@ const PICKLE_EXTENSIONS: [&str; 4] = ["pt", "ckpt", "pth", "bin"];
 #[derive(Debug, Clone)]
 pub enum KronFactor {
     Full(Tensor),
-    Product { a: Tensor, b: Tensor },
+    Product {
+        a: Tensor,
+        b: Tensor,
+    },
     /// Tucker form (conv): `t [r, r, kh, kw]`, `a [r, out]`, `b [r, in]`.
-    Tucker { t: Tensor, a: Tensor, b: Tensor },
+    Tucker {
+        t: Tensor,
+        a: Tensor,
+        b: Tensor,
+    },
 }
 
 /// The tensors of one module, by algorithm.
@@ -208,15 +215,14 @@ fn build_module(
         .remove(&Role::DoraScale)
         .or_else(|| tensors.remove(&Role::Magnitude))
         .map(|(t, _)| t);
-    let dtype = tensors
-        .values()
-        .next()
-        .map_or("?", |(_, d)| d.name());
+    let dtype = tensors.values().next().map_or("?", |(_, d)| d.name());
     let present: Vec<Role> = tensors.keys().copied().collect();
     let mut take = |role: Role| tensors.remove(&role).map(|(t, _)| t);
     let weights = if present.contains(&Role::Down) || present.contains(&Role::Up) {
         let (Some(down), Some(up)) = (take(Role::Down), take(Role::Up)) else {
-            return Err(bad("has only one of the down/up (lora_A/lora_B) matrices".into()));
+            return Err(bad(
+                "has only one of the down/up (lora_A/lora_B) matrices".into()
+            ));
         };
         ModuleWeights::Lora {
             down,
@@ -238,11 +244,20 @@ fn build_module(
                 t1: take(Role::HadaT1),
                 t2: take(Role::HadaT2),
             },
-            _ => return Err(bad("LoHa module needs hada_w1_a, hada_w1_b, hada_w2_a and hada_w2_b".into())),
+            _ => {
+                return Err(bad(
+                    "LoHa module needs hada_w1_a, hada_w1_b, hada_w2_a and hada_w2_b".into(),
+                ))
+            }
         }
     } else if present.iter().any(|r| format!("{r:?}").starts_with("Lokr")) {
-        let w1 = kron_factor(take(Role::LokrW1), take(Role::LokrW1A), take(Role::LokrW1B), None)
-            .ok_or_else(|| bad("LoKr module needs lokr_w1 or lokr_w1_a + lokr_w1_b".into()))?;
+        let w1 = kron_factor(
+            take(Role::LokrW1),
+            take(Role::LokrW1A),
+            take(Role::LokrW1B),
+            None,
+        )
+        .ok_or_else(|| bad("LoKr module needs lokr_w1 or lokr_w1_a + lokr_w1_b".into()))?;
         let w2 = kron_factor(
             take(Role::LokrW2),
             take(Role::LokrW2A),

@@ -37,13 +37,21 @@ pub fn addnet_hash(path: &Path) -> Result<String, LoraError> {
         }
         hasher.update(&block[..n]);
     }
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 impl LoraFile {
     /// A1111's short hash: the first 12 hex digits of `sshs_model_hash`, else of [`addnet_hash`].
     pub fn short_hash(&self) -> Result<String, LoraError> {
-        let full = match self.metadata.get("sshs_model_hash").filter(|h| !h.is_empty()) {
+        let full = match self
+            .metadata
+            .get("sshs_model_hash")
+            .filter(|h| !h.is_empty())
+        {
             Some(hash) => hash.clone(),
             None => addnet_hash(&self.path)?,
         };

@@ -31,8 +31,9 @@ impl BaseModelGuess {
 
 /// Guesses which base model a file was trained on.
 pub fn guess_base_model(file: &LoraFile) -> BaseModelGuess {
-    if let Some(guess) = guess_from_shapes(file) {
-        return guess;
+    let from_shapes = guess_from_shapes(file);
+    if let Some(guess) = from_shapes.as_ref().filter(|g| g.family.is_some()) {
+        return guess.clone();
     }
     if let Some(key) = file
         .modules
@@ -44,10 +45,12 @@ pub fn guess_base_model(file: &LoraFile) -> BaseModelGuess {
             evidence: format!("SDXL text-encoder module `{key}`"),
         };
     }
-    guess_from_metadata(file).unwrap_or(BaseModelGuess {
-        family: None,
-        evidence: "no shape or metadata tells the base model".to_string(),
-    })
+    guess_from_metadata(file)
+        .or(from_shapes)
+        .unwrap_or(BaseModelGuess {
+            family: None,
+            evidence: "no shape or metadata tells the base model".to_string(),
+        })
 }
 
 fn guess_from_shapes(file: &LoraFile) -> Option<BaseModelGuess> {
@@ -65,7 +68,10 @@ fn guess_from_shapes(file: &LoraFile) -> Option<BaseModelGuess> {
         };
         return Some(BaseModelGuess {
             family,
-            evidence: format!("cross-attention `{}` takes {width}-wide text features", module.key),
+            evidence: format!(
+                "cross-attention `{}` takes {width}-wide text features",
+                module.key
+            ),
         });
     }
     let text = file.modules.values().find(|m| is_text_encoder(&m.key))?;
@@ -84,10 +90,12 @@ fn guess_from_shapes(file: &LoraFile) -> Option<BaseModelGuess> {
 
 fn guess_from_metadata(file: &LoraFile) -> Option<BaseModelGuess> {
     let meta = |k: &str| file.metadata.get(k).map(String::as_str);
-    let found = |family, evidence: String| Some(BaseModelGuess {
-        family: Some(family),
-        evidence,
-    });
+    let found = |family, evidence: String| {
+        Some(BaseModelGuess {
+            family: Some(family),
+            evidence,
+        })
+    };
     if let Some(version) = meta("ss_base_model_version") {
         let family = if version.starts_with("sdxl") {
             "SDXL"
@@ -98,7 +106,10 @@ fn guess_from_metadata(file: &LoraFile) -> Option<BaseModelGuess> {
         } else {
             return None;
         };
-        return found(family, format!("metadata ss_base_model_version = {version}"));
+        return found(
+            family,
+            format!("metadata ss_base_model_version = {version}"),
+        );
     }
     if meta("ss_v2") == Some("True") {
         return found("SD2.x", "metadata ss_v2 = True".to_string());
@@ -113,7 +124,10 @@ fn guess_from_metadata(file: &LoraFile) -> Option<BaseModelGuess> {
     } else {
         return None;
     };
-    found(family, format!("metadata modelspec.architecture = {architecture}"))
+    found(
+        family,
+        format!("metadata modelspec.architecture = {architecture}"),
+    )
 }
 
 /// Whether a module name belongs to the text encoder.
@@ -205,7 +219,9 @@ impl LoraFile {
             text_encoder: TargetCounts::default(),
             unet: TargetCounts::default(),
             base_model: guess_base_model(self),
-            short_hash: self.short_hash().unwrap_or_else(|e| format!("unavailable ({e})")),
+            short_hash: self
+                .short_hash()
+                .unwrap_or_else(|e| format!("unavailable ({e})")),
             training: training_metadata(self),
             top_tags: Vec::new(),
             distinct_tags: 0,
@@ -222,7 +238,11 @@ impl LoraFile {
 }
 
 fn key_style(file: &LoraFile) -> String {
-    let kohya = file.modules.keys().filter(|k| k.starts_with("lora_")).count();
+    let kohya = file
+        .modules
+        .keys()
+        .filter(|k| k.starts_with("lora_"))
+        .count();
     match (kohya, file.modules.len() - kohya) {
         (_, 0) => "kohya",
         (0, _) => "diffusers/PEFT",
@@ -261,10 +281,33 @@ fn add_module(summary: &mut LoraSummary, module: &LoraModule) {
     } else {
         &mut summary.unet
     };
-    match kernel {
+    match kernel.or_else(|| kernel_from_name(&module.key)) {
         None => counts.linear += 1,
         Some((1, 1)) => counts.conv_1x1 += 1,
         Some(_) => counts.conv_kxk += 1,
+    }
+}
+
+/// LoHa/LoKr store conv updates flattened (`[r, in·kh·kw]`); the SD1.5 module name tells the kernel.
+fn kernel_from_name(key: &str) -> Option<(usize, usize)> {
+    let last = key.rsplit(['.', '_']).next().unwrap_or("");
+    let ends = |suffix: &str| key.ends_with(suffix);
+    if ends("conv1")
+        || ends("conv2")
+        || ends("conv_in")
+        || ends("conv_out")
+        || last == "conv"
+        || ends("_op")
+    {
+        Some((3, 3))
+    } else if ends("proj_in")
+        || ends("proj_out")
+        || ends("conv_shortcut")
+        || ends("skip_connection")
+    {
+        Some((1, 1))
+    } else {
+        None
     }
 }
 
@@ -333,7 +376,11 @@ impl LoraSummary {
     pub fn to_text(&self) -> String {
         let mut lines = vec![
             format!("file:        {}", self.path),
-            format!("format:      {} ({} keys)", self.formats.join(" + "), self.key_style),
+            format!(
+                "format:      {} ({} keys)",
+                self.formats.join(" + "),
+                self.key_style
+            ),
             format!("dtype:       {}", self.dtypes.join(", ")),
             format!("modules:     {}", self.modules),
             format!("rank:        {}", counts_text(&self.ranks)),
@@ -348,7 +395,10 @@ impl LoraSummary {
             format!("hash:        {} (A1111 Lora hashes)", self.short_hash),
         ];
         if self.unknown_keys > 0 {
-            lines.push(format!("ignored:     {} keys of unsupported types", self.unknown_keys));
+            lines.push(format!(
+                "ignored:     {} keys of unsupported types",
+                self.unknown_keys
+            ));
         }
         if !self.training.is_empty() {
             lines.push("training:".to_string());
@@ -357,7 +407,11 @@ impl LoraSummary {
             }
         }
         if !self.top_tags.is_empty() {
-            let tags: Vec<String> = self.top_tags.iter().map(|(t, c)| format!("{t} ({c})")).collect();
+            let tags: Vec<String> = self
+                .top_tags
+                .iter()
+                .map(|(t, c)| format!("{t} ({c})"))
+                .collect();
             lines.push(format!(
                 "tags:        {} distinct; most frequent: {}",
                 self.distinct_tags,

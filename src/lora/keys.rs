@@ -68,8 +68,10 @@ const DOTTED_SUFFIXES: [(&str, Role); 30] = [
 ];
 
 /// Attention-processor spellings: `…attn1.processor.to_q_lora.down.weight`.
-const PROCESSOR_SUFFIXES: [(&str, Role); 2] =
-    [("_lora.down.weight", Role::Down), ("_lora.up.weight", Role::Up)];
+const PROCESSOR_SUFFIXES: [(&str, Role); 2] = [
+    ("_lora.down.weight", Role::Down),
+    ("_lora.up.weight", Role::Up),
+];
 
 /// Splits a tensor key into its module name and role; `None` when the key is not an adapter tensor this crate
 /// knows (IA3, OFT, GLoRA, `diff`, norm, bundled embeddings, …).
@@ -103,7 +105,11 @@ mod tests {
     #[test]
     fn splits_every_spelling() {
         let cases = [
-            ("lora_unet_a_b.lora_down.weight", "lora_unet_a_b", Role::Down),
+            (
+                "lora_unet_a_b.lora_down.weight",
+                "lora_unet_a_b",
+                Role::Down,
+            ),
             ("lora_te_x.alpha", "lora_te_x", Role::Alpha),
             ("unet.a.to_q.lora_A.weight", "unet.a.to_q", Role::Down),
             ("unet.a.to_q.lora_B.default.weight", "unet.a.to_q", Role::Up),

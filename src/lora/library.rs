@@ -219,9 +219,15 @@ mod tests {
         let spec = |s: &str| parse_lora_spec(s).unwrap();
         assert_eq!(spec("a.safetensors").te, 1.0);
         let one = spec("dir/a.safetensors:0.6");
-        assert_eq!((one.path.to_str().unwrap(), one.te, one.unet), ("dir/a.safetensors", 0.6, 0.6));
+        assert_eq!(
+            (one.path.to_str().unwrap(), one.te, one.unet),
+            ("dir/a.safetensors", 0.6, 0.6)
+        );
         let two = spec("a:b.safetensors:0.5:1");
-        assert_eq!((two.path.to_str().unwrap(), two.te, two.unet), ("a:b.safetensors", 0.5, 1.0));
+        assert_eq!(
+            (two.path.to_str().unwrap(), two.te, two.unet),
+            ("a:b.safetensors", 0.5, 1.0)
+        );
         assert!(parse_lora_spec(":0.5").is_err());
     }
 
@@ -229,6 +235,9 @@ mod tests {
     fn edit_distance_counts_edits() {
         assert_eq!(edit_distance("face-000003", "face-000004"), 1);
         assert_eq!(edit_distance("", "abc"), 3);
-        assert_eq!(closest_names("fcae", &["face", "zzzz", "other"]), "face, other, zzzz");
+        assert_eq!(
+            closest_names("fcae", &["face", "zzzz", "other"]),
+            "face, other, zzzz"
+        );
     }
 }

@@ -46,7 +46,9 @@ pub enum LoraError {
         inf: usize,
         count: usize,
     },
-    #[error("{path}: tensor `{key}` has dtype {dtype}; LoRA tensors must be F32, F16, BF16 or F64")]
+    #[error(
+        "{path}: tensor `{key}` has dtype {dtype}; LoRA tensors must be F32, F16, BF16 or F64"
+    )]
     BadDtype {
         path: PathBuf,
         key: String,
@@ -60,24 +62,15 @@ pub enum LoraError {
         module: String,
         detail: String,
     },
-    #[error("{path}: `{key}` does not fit the model: its update has shape {lora_shape:?}, the model's `{layer}.weight` has shape {model_shape:?} ({tensors}){hint}")]
+    #[error("{path}: {detail}")]
     ShapeMismatch {
         path: PathBuf,
-        key: String,
-        layer: String,
-        lora_shape: Vec<usize>,
-        model_shape: Vec<usize>,
-        tensors: String,
-        hint: String,
+        detail: Box<ShapeMismatch>,
     },
-    #[error("{path}: looks made for {looks_like}, not this SD1.5 model ({evidence}); {matched} of {total} modules match, unmatched e.g. {examples}")]
+    #[error("{path}: {detail}")]
     WrongBaseModel {
         path: PathBuf,
-        looks_like: String,
-        evidence: String,
-        matched: usize,
-        total: usize,
-        examples: String,
+        detail: Box<WrongBaseModel>,
     },
     #[error("LoRA `{name}` not found in {dir}; closest names: {closest}")]
     UnknownName {
@@ -103,6 +96,30 @@ pub enum LoraError {
     },
 }
 
+/// A module whose update does not fit the layer its name points at.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("`{key}` does not fit the model: its update has shape {lora_shape:?}, the model's `{layer}.weight` has shape {model_shape:?} ({tensors}){hint}")]
+pub struct ShapeMismatch {
+    pub key: String,
+    pub layer: String,
+    pub lora_shape: Vec<usize>,
+    pub model_shape: Vec<usize>,
+    pub tensors: String,
+    /// "; the file looks made for SD2.x (…)" when the base model can be told.
+    pub hint: String,
+}
+
+/// A file made for another model family.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("looks made for {looks_like}, not this SD1.5 model ({evidence}); {matched} of {total} modules match, unmatched e.g. {examples}")]
+pub struct WrongBaseModel {
+    pub looks_like: String,
+    pub evidence: String,
+    pub matched: usize,
+    pub total: usize,
+    pub examples: String,
+}
+
 impl From<WeightsError> for LoraError {
     fn from(error: WeightsError) -> Self {
         LoraError::File(Box::new(error))
@@ -110,7 +127,9 @@ impl From<WeightsError> for LoraError {
 }
 
 /// Wraps a candle error with what was being computed.
-pub(crate) fn compute_error(context: impl Into<String>) -> impl FnOnce(candle_core::Error) -> LoraError {
+pub(crate) fn compute_error(
+    context: impl Into<String>,
+) -> impl FnOnce(candle_core::Error) -> LoraError {
     let context = context.into();
     move |source| LoraError::Compute { context, source }
 }

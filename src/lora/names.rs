@@ -289,7 +289,11 @@ mod tests {
             "unet.down_blocks.1.attentions.0.proj_in",
             "base_model.model.down_blocks.1.attentions.0.proj_in",
         ] {
-            assert_eq!(table.lookup(spelling).map(|l| l.name.as_str()), Some(target), "{spelling}");
+            assert_eq!(
+                table.lookup(spelling).map(|l| l.name.as_str()),
+                Some(target),
+                "{spelling}"
+            );
         }
         let hit = table
             .lookup("lora_te_text_model_encoder_layers_0_self_attn_q_proj")
@@ -298,7 +302,9 @@ mod tests {
         assert!(table
             .lookup("text_encoder.encoder.layers.0.self_attn.q_proj")
             .is_some());
-        assert!(table.lookup("lora_te1_text_model_encoder_layers_0_self_attn_q_proj").is_none());
+        assert!(table
+            .lookup("lora_te1_text_model_encoder_layers_0_self_attn_q_proj")
+            .is_none());
         assert_eq!(
             table
                 .lookup("lora_unet_output_blocks_2_1_conv")

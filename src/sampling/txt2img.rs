@@ -181,7 +181,13 @@ impl StableDiffusion {
     pub fn with_loras(&self, loras: &[LoraUse], mode: LoraMode) -> Result<Self, PipelineError> {
         let mut model = self.clone();
         let layers = &self.lora_layers;
-        apply(&mut model.text_encoder, Part::TextEncoder, layers, loras, mode)?;
+        apply(
+            &mut model.text_encoder,
+            Part::TextEncoder,
+            layers,
+            loras,
+            mode,
+        )?;
         apply(&mut model.unet, Part::Unet, layers, loras, mode)?;
         for lora in loras {
             model.applied_loras.push(AppliedLora {
@@ -196,7 +202,10 @@ impl StableDiffusion {
 
     /// A copy of this model where image `i` of a batch gets the LoRAs `per_image[i]` (unmerged adapters on shared
     /// base weights); render it with `batch == per_image.len()` and a prompt without `<lora:…>` tags.
-    pub fn with_per_image_loras(&self, per_image: Vec<Vec<LoraUse>>) -> Result<Self, PipelineError> {
+    pub fn with_per_image_loras(
+        &self,
+        per_image: Vec<Vec<LoraUse>>,
+    ) -> Result<Self, PipelineError> {
         if per_image.is_empty() {
             return Err(PipelineError::PerImageLoras(
                 "per-image LoRAs need at least one image".into(),
