@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod face;
+pub mod grid;
 pub mod lora;
 pub mod model;
 pub mod sampling;

@@ -5,6 +5,7 @@
 
 mod bench;
 mod generate;
+mod grid;
 mod inspect;
 mod progress;
 
@@ -28,6 +29,8 @@ enum Command {
     Generate(Box<generate::GenerateArgs>),
     /// Time one UNet step (CFG batch 2), one VAE decode and one text encode at real SD1.5 shapes.
     Bench(bench::BenchArgs),
+    /// Render an X/Y/Z plot (e.g. LoRA epochs x weights) as A1111 does, into a resumable, shardable run folder.
+    Grid(Box<grid::GridArgs>),
     /// Describe a LoRA file: format, ranks, alphas, targeted modules, likely base model, training metadata.
     Inspect(inspect::InspectArgs),
 }
@@ -37,12 +40,13 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
     let result = match cli.command {
-        Command::Generate(args) => generate::run(*args),
-        Command::Bench(args) => bench::run(args),
-        Command::Inspect(args) => inspect::run(args),
+        Command::Generate(args) => generate::run(*args).map(|()| ExitCode::SUCCESS),
+        Command::Bench(args) => bench::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Grid(args) => grid::run(*args),
+        Command::Inspect(args) => inspect::run(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE

@@ -4,7 +4,11 @@
 //! [`align`] (150×150 face chips as dlib cuts them), [`image_io`] (image files → 8-bit RGB).
 
 pub mod align;
+pub mod dnn;
+pub mod dnn_layers;
 pub mod image_io;
+pub mod mmod;
+pub mod resnet;
 pub mod serialize;
 pub mod shape_predictor;
 

@@ -8,6 +8,7 @@ pub mod attention;
 pub mod clip;
 pub mod config;
 pub mod embeddings;
+pub mod kernels;
 pub mod layers;
 pub mod random_weights;
 pub mod resnet;

@@ -134,8 +134,35 @@ impl SafetensorsFile {
         &self.mmap[self.data_start + info.begin..self.data_start + info.end]
     }
 
+    /// Hands the mapped pages of one tensor back to the kernel once it has been copied out, so loading a model
+    /// does not hold the file's pages and the f32 copies in memory at once (peak RSS ≈ one copy of the weights).
+    #[cfg(unix)]
+    fn release_pages(&self, info: &TensorInfo) {
+        let offset = self.data_start + info.begin;
+        // SAFETY: the map is a read-only file mapping that we never write through; after MADV_DONTNEED the pages
+        // are read again from the file on the next access, so no data is lost and no reference is invalidated.
+        let _ = unsafe {
+            self.mmap.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                offset,
+                info.end - info.begin,
+            )
+        };
+    }
+
+    #[cfg(not(unix))]
+    fn release_pages(&self, _: &TensorInfo) {}
+
     /// Reads a floating-point tensor and widens/narrows it to f32.
     pub fn read_f32(&self, key: &str) -> Result<(Vec<f32>, Vec<usize>), WeightsError> {
+        let result = self.read_f32_mapped(key);
+        if let Some(info) = self.tensors.get(key) {
+            self.release_pages(info);
+        }
+        result
+    }
+
+    fn read_f32_mapped(&self, key: &str) -> Result<(Vec<f32>, Vec<usize>), WeightsError> {
         let info = self
             .tensors
             .get(key)

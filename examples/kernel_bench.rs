@@ -1,0 +1,201 @@
+//! Times `model::kernels` (conv2d, fused attention) against candle's ops on the SD1.5 shapes of docs/perf.md.
+//!
+//! `cargo run --release --example kernel_bench [-- FILTER] [--reps N] [--tile COLS] [--blocks BQ,BK] [--ours]`
+//! prints one line per op: best of N runs after a warm-up, ms and GFLOP/s, with the 1-minute load average read
+//! before each measurement (the development machine is shared, so compare only lines taken at low load).
+//! `--ours` skips the candle baselines; `--tile`/`--blocks` override the kernels' tile sizes for tuning.
+//! Compare with `scripts/bench_ops_torch.py` (PyTorch, same shapes).
+
+use std::time::Instant;
+
+use anyhow::Result;
+use candle_core::{Device, Tensor};
+use loraeval::model::attention as unfused;
+use loraeval::model::kernels::attention::{
+    scaled_dot_product_attention_with_blocks, DEFAULT_KEY_BLOCK, DEFAULT_QUERY_BLOCK,
+};
+use loraeval::model::kernels::conv::{conv2d, conv2d_with_tile, PackedConvWeight};
+
+struct Options {
+    filter: Option<String>,
+    reps: usize,
+    tile: Option<usize>,
+    blocks: (usize, usize),
+    ours_only: bool,
+}
+
+fn parse_options() -> Result<Options> {
+    let mut options = Options {
+        filter: None,
+        reps: 3,
+        tile: None,
+        blocks: (DEFAULT_QUERY_BLOCK, DEFAULT_KEY_BLOCK),
+        ours_only: false,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--reps" => options.reps = args.next().unwrap_or_default().parse()?,
+            "--tile" => options.tile = Some(args.next().unwrap_or_default().parse()?),
+            "--blocks" => {
+                let value = args.next().unwrap_or_default();
+                let (bq, bk) = value.split_once(',').unwrap_or(("64", "256"));
+                options.blocks = (bq.parse()?, bk.parse()?);
+            }
+            "--ours" => options.ours_only = true,
+            _ => options.filter = Some(arg),
+        }
+    }
+    Ok(options)
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().next().unwrap_or("?").to_string())
+        .unwrap_or_else(|_| "?".to_string())
+}
+
+/// CPU time of the whole process in ns: the sum over its threads of `/proc/self/task/*/schedstat` (first field).
+fn process_cpu_ns() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// One measurement: best wall ms, best process CPU ms (all threads, robust to a loaded machine), load average.
+struct Timing {
+    wall_ms: f64,
+    cpu_ms: f64,
+    load: String,
+}
+
+/// Best of `reps` runs after one warm-up.
+fn best_ms(reps: usize, mut f: impl FnMut() -> Result<Tensor>) -> Result<Timing> {
+    let load = load_average();
+    f()?;
+    let (mut wall_ms, mut cpu_ms) = (f64::MAX, f64::MAX);
+    for _ in 0..reps.max(1) {
+        let cpu = process_cpu_ns();
+        let start = Instant::now();
+        let out = f()?;
+        wall_ms = wall_ms.min(start.elapsed().as_secs_f64() * 1e3);
+        cpu_ms = cpu_ms.min((process_cpu_ns() - cpu) as f64 / 1e6);
+        drop(out);
+    }
+    Ok(Timing {
+        wall_ms,
+        cpu_ms,
+        load,
+    })
+}
+
+fn report(name: &str, impl_name: &str, flop: f64, t: &Timing) {
+    let threads = rayon::current_num_threads() as f64;
+    println!(
+        "{name:<34} {impl_name:<8} {:>9.2} ms {:>7.1} GFLOP/s | cpu {:>9.2} ms = {:>7.1} GFLOP/s per {threads} thr  load {}",
+        t.wall_ms,
+        flop / t.wall_ms / 1e6,
+        t.cpu_ms,
+        flop / (t.cpu_ms / threads) / 1e6,
+        t.load
+    );
+}
+
+fn random(shape: &[usize]) -> Result<Tensor> {
+    Ok(Tensor::randn(0f32, 1f32, shape, &Device::Cpu)?)
+}
+
+fn bench_conv(options: &Options, batch: usize, channels: usize, size: usize) -> Result<()> {
+    let name = format!("conv3x3 b{batch} {channels}ch {size}x{size}");
+    if !wanted(options, &name) {
+        return Ok(());
+    }
+    let x = random(&[batch, channels, size, size])?;
+    let w = (random(&[channels, channels, 3, 3])? * 0.02)?;
+    let b = random(&[channels])?;
+    let packed = PackedConvWeight::new(&w)?;
+    let flop = 2.0 * (batch * channels * size * size * channels * 9) as f64;
+    let t = best_ms(options.reps, || {
+        Ok(match options.tile {
+            Some(tile) => conv2d_with_tile(&x, &packed, Some(&b), 1, 1, tile)?,
+            None => conv2d(&x, &packed, Some(&b), 1, 1)?,
+        })
+    })?;
+    report(&name, "ours", flop, &t);
+    if !options.ours_only {
+        let t = best_ms(options.reps, || {
+            let y = x.conv2d(&w, 1, 1, 1, 1)?;
+            Ok(y.broadcast_add(&b.reshape((1, (), 1, 1))?)?)
+        })?;
+        report(&name, "candle", flop, &t);
+    }
+    Ok(())
+}
+
+fn bench_attention(
+    options: &Options,
+    batch: usize,
+    heads: usize,
+    lq: usize,
+    lk: usize,
+    d: usize,
+) -> Result<()> {
+    let name = format!("attention b{batch} h{heads} {lq}x{lk} d{d}");
+    if !wanted(options, &name) {
+        return Ok(());
+    }
+    let q = random(&[batch, heads, lq, d])?;
+    let k = random(&[batch, heads, lk, d])?;
+    let v = random(&[batch, heads, lk, d])?;
+    let flop = 4.0 * (batch * heads * lq * lk * d) as f64;
+    let (bq, bk) = options.blocks;
+    let t = best_ms(options.reps, || {
+        Ok(scaled_dot_product_attention_with_blocks(
+            &q, &k, &v, bq, bk,
+        )?)
+    })?;
+    report(&name, "ours", flop, &t);
+    if !options.ours_only {
+        let t = best_ms(options.reps, || {
+            Ok(unfused::scaled_dot_product_attention(&q, &k, &v)?)
+        })?;
+        report(&name, "unfused", flop, &t);
+    }
+    Ok(())
+}
+
+fn wanted(options: &Options, name: &str) -> bool {
+    options
+        .filter
+        .as_ref()
+        .is_none_or(|f| name.contains(f.as_str()))
+}
+
+fn main() -> Result<()> {
+    let options = parse_options()?;
+    println!("threads {}", rayon::current_num_threads());
+    for (batch, channels, size) in [
+        (2, 320, 32),
+        (2, 640, 16),
+        (2, 1280, 8),
+        (1, 128, 256),
+        (1, 512, 64),
+        (2, 320, 64),
+    ] {
+        bench_conv(&options, batch, channels, size)?;
+    }
+    for (lq, lk, d) in [
+        (1024, 1024, 40),
+        (4096, 4096, 40),
+        (4096, 77, 40),
+        (1024, 77, 80),
+        (256, 77, 160),
+    ] {
+        bench_attention(&options, 2, 8, lq, lk, d)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,237 @@
+//! `grid.json`, the run folder's manifest that later steps (scores, recommendation, report) and scripts read:
+//! axes with values and labels, seeds, base settings, the grid images, and every cell with its image path,
+//! settings, LoRA files and status.
+
+use serde::{Deserialize, Serialize};
+
+use super::axes::{Axis, AxisValue};
+use super::plan::{CellRequest, GridPlan, Settings};
+
+/// The manifest format version.
+pub const MANIFEST_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub version: u32,
+    pub model: ModelEntry,
+    pub axes: AxesEntry,
+    pub seeds: Vec<u64>,
+    /// The settings every cell starts from (before its axis values).
+    pub base: ParamsEntry,
+    pub grids: Vec<GridEntry>,
+    pub cells: Vec<CellEntry>,
+    pub summary: SummaryEntry,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelEntry {
+    pub file: String,
+    pub sha256: String,
+    /// A1111 `Model hash`.
+    pub hash: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AxesEntry {
+    pub x: AxisEntry,
+    pub y: Option<AxisEntry>,
+    pub z: Option<AxisEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AxisEntry {
+    /// `epochs`, `weight`, `prompt-sr`, `seed`, `steps`, `cfg`, `sampler`, `clip-skip`, `width`, `height`, `prompt`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A1111's axis label (`X Type` of the infotext).
+    pub label: String,
+    /// The values as written (`X Values`).
+    pub raw: String,
+    pub values: Vec<serde_json::Value>,
+    pub labels: Vec<String>,
+    /// Epoch axes: the full file name of each value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<Vec<String>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ParamsEntry {
+    pub prompt: String,
+    pub negative: String,
+    pub seed: u64,
+    pub steps: usize,
+    pub cfg: f64,
+    pub sampler: String,
+    pub width: usize,
+    pub height: usize,
+    pub clip_skip: usize,
+    pub loras: Vec<LoraEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoraEntry {
+    /// The name in the prompt tag.
+    pub name: String,
+    /// Full file name in the LoRA folder (null when not found there).
+    pub file: Option<String>,
+    pub weight: f64,
+    pub unet_weight: f64,
+    pub epoch: Option<u32>,
+    pub sha256: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GridEntry {
+    /// Path relative to the run folder.
+    pub file: String,
+    pub z_index: usize,
+    pub seed_index: usize,
+    /// Cells drawn as placeholders.
+    pub missing: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CellEntry {
+    pub x_index: usize,
+    pub y_index: usize,
+    pub z_index: usize,
+    pub seed_index: usize,
+    pub key: String,
+    /// Path relative to the run folder (present only when `status` is `ok`).
+    pub image: String,
+    /// `ok`, `failed` or `missing` (not rendered yet, e.g. another shard's).
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub params: ParamsEntry,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SummaryEntry {
+    pub cells: usize,
+    pub ok: usize,
+    pub failed: usize,
+    pub missing: usize,
+}
+
+/// The state of one cell in the run folder.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CellStatus {
+    Ok,
+    Failed(String),
+    Missing,
+}
+
+impl CellStatus {
+    fn name(&self) -> &'static str {
+        match self {
+            CellStatus::Ok => "ok",
+            CellStatus::Failed(_) => "failed",
+            CellStatus::Missing => "missing",
+        }
+    }
+}
+
+impl Manifest {
+    /// The manifest of `plan` with each cell's status (same order as `plan.cells`) and the grids drawn.
+    pub fn new(plan: &GridPlan, statuses: &[CellStatus], grids: Vec<GridEntry>) -> Manifest {
+        let cells: Vec<CellEntry> = plan
+            .cells
+            .iter()
+            .zip(statuses)
+            .map(|(cell, status)| cell_entry(cell, status))
+            .collect();
+        let count = |name: &str| cells.iter().filter(|c| c.status == name).count();
+        let summary = SummaryEntry {
+            cells: cells.len(),
+            ok: count("ok"),
+            failed: count("failed"),
+            missing: count("missing"),
+        };
+        Manifest {
+            version: MANIFEST_VERSION,
+            model: ModelEntry {
+                file: plan.model.path.display().to_string(),
+                sha256: plan.model.sha256.clone(),
+                hash: plan.model.short_hash.clone(),
+                name: plan.model.name.clone(),
+            },
+            axes: AxesEntry {
+                x: axis_entry(&plan.x),
+                y: plan.y.as_ref().map(axis_entry),
+                z: plan.z.as_ref().map(axis_entry),
+            },
+            seeds: plan.seeds.clone(),
+            base: params(&plan.base, &[]),
+            grids,
+            cells,
+            summary,
+        }
+    }
+}
+
+fn axis_entry(axis: &Axis) -> AxisEntry {
+    let files: Vec<String> = axis
+        .values
+        .iter()
+        .filter_map(|v| match v {
+            AxisValue::Epoch(file) => Some(file.file_name.clone()),
+            _ => None,
+        })
+        .collect();
+    AxisEntry {
+        kind: axis.kind.id().to_string(),
+        label: axis.kind.a1111_label().to_string(),
+        raw: axis.raw.clone(),
+        values: (0..axis.len()).map(|i| axis.json_value(i)).collect(),
+        labels: axis.labels.clone(),
+        files: (!files.is_empty()).then_some(files),
+    }
+}
+
+fn cell_entry(cell: &CellRequest, status: &CellStatus) -> CellEntry {
+    CellEntry {
+        x_index: cell.x_index,
+        y_index: cell.y_index,
+        z_index: cell.z_index,
+        seed_index: cell.seed_index,
+        key: cell.key.clone(),
+        image: cell.image_name(),
+        status: status.name().to_string(),
+        reason: match status {
+            CellStatus::Failed(reason) => Some(reason.clone()),
+            _ => None,
+        },
+        params: params(&cell.settings, &cell.loras),
+    }
+}
+
+fn params(settings: &Settings, loras: &[super::plan::CellLora]) -> ParamsEntry {
+    ParamsEntry {
+        prompt: settings.prompt.clone(),
+        negative: settings.negative.clone(),
+        seed: settings.seed,
+        steps: settings.steps,
+        cfg: settings.cfg,
+        sampler: settings.sampler.name().to_string(),
+        width: settings.width,
+        height: settings.height,
+        clip_skip: settings.clip_skip,
+        loras: loras
+            .iter()
+            .map(|l| LoraEntry {
+                name: l.name.clone(),
+                file: l
+                    .path
+                    .as_ref()
+                    .and_then(|p| p.file_name())
+                    .map(|n| n.to_string_lossy().into_owned()),
+                weight: l.te_weight,
+                unet_weight: l.unet_weight,
+                epoch: l.epoch,
+                sha256: l.sha256.clone(),
+            })
+            .collect(),
+    }
+}

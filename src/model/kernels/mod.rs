@@ -1,0 +1,13 @@
+//! Fast CPU kernels (f32, NCHW) for the hot operations of SD1.5: 3×3/1×1 convolution and fused attention.
+//!
+//! Everything runs on rayon's global pool, the same pool candle's matmul and the `gemm` crate use: a kernel either
+//! splits its work into rayon tasks that each call `gemm` with `Parallelism::None`, or (when there are too few
+//! independent tasks) calls `gemm` once with `Parallelism::Rayon(threads)`. Never both, so two cores never carry
+//! more than two busy threads. Tensors on other devices fall back to candle's own ops.
+
+pub mod attention;
+pub mod conv;
+mod simd;
+mod storage;
+
+pub use storage::KernelError;

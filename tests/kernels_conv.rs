@@ -1,0 +1,230 @@
+//! Parity of `model::kernels::conv::conv2d` with candle's own conv2d (+ bias) on awkward shapes.
+
+use candle_core::{Device, Tensor};
+use loraeval::model::kernels::conv::{conv2d, conv2d_with_tile, PackedConvWeight};
+
+/// Deterministic values in [-1, 1) from a linear congruential generator.
+fn pseudo_random(shape: &[usize], seed: u64) -> Tensor {
+    let n: usize = shape.iter().product();
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let data: Vec<f32> = (0..n)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect();
+    Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
+}
+
+fn reference(x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: usize, padding: usize) -> Tensor {
+    let y = x.conv2d(w, padding, stride, 1, 1).unwrap();
+    match b {
+        Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1)).unwrap()).unwrap(),
+        None => y,
+    }
+}
+
+/// max |got − want| / max |want|.
+fn relative_error(got: &Tensor, want: &Tensor) -> f32 {
+    assert_eq!(got.dims(), want.dims());
+    let diff = (got - want)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let scale = want
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    diff / scale
+}
+
+struct Case {
+    batch: usize,
+    c_in: usize,
+    c_out: usize,
+    h: usize,
+    w: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    bias: bool,
+}
+
+const CASES: &[Case] = &[
+    Case {
+        batch: 1,
+        c_in: 3,
+        c_out: 5,
+        h: 9,
+        w: 7,
+        kernel: 3,
+        stride: 1,
+        padding: 1,
+        bias: true,
+    },
+    Case {
+        batch: 2,
+        c_in: 13,
+        c_out: 11,
+        h: 17,
+        w: 15,
+        kernel: 3,
+        stride: 1,
+        padding: 1,
+        bias: true,
+    },
+    Case {
+        batch: 2,
+        c_in: 13,
+        c_out: 11,
+        h: 17,
+        w: 15,
+        kernel: 3,
+        stride: 2,
+        padding: 1,
+        bias: true,
+    },
+    Case {
+        batch: 2,
+        c_in: 7,
+        c_out: 9,
+        h: 16,
+        w: 16,
+        kernel: 3,
+        stride: 2,
+        padding: 0,
+        bias: false,
+    },
+    Case {
+        batch: 1,
+        c_in: 10,
+        c_out: 6,
+        h: 11,
+        w: 13,
+        kernel: 3,
+        stride: 1,
+        padding: 0,
+        bias: true,
+    },
+    Case {
+        batch: 2,
+        c_in: 19,
+        c_out: 21,
+        h: 5,
+        w: 9,
+        kernel: 1,
+        stride: 1,
+        padding: 0,
+        bias: true,
+    },
+    Case {
+        batch: 1,
+        c_in: 12,
+        c_out: 4,
+        h: 9,
+        w: 9,
+        kernel: 1,
+        stride: 2,
+        padding: 0,
+        bias: true,
+    },
+    Case {
+        batch: 2,
+        c_in: 6,
+        c_out: 3,
+        h: 7,
+        w: 5,
+        kernel: 1,
+        stride: 1,
+        padding: 1,
+        bias: false,
+    },
+    Case {
+        batch: 2,
+        c_in: 33,
+        c_out: 17,
+        h: 3,
+        w: 3,
+        kernel: 3,
+        stride: 1,
+        padding: 1,
+        bias: true,
+    },
+];
+
+fn check_case(case: &Case, seed: u64, tile: Option<usize>) -> f32 {
+    let x = pseudo_random(&[case.batch, case.c_in, case.h, case.w], seed);
+    let w = pseudo_random(&[case.c_out, case.c_in, case.kernel, case.kernel], seed + 1);
+    let b = case.bias.then(|| pseudo_random(&[case.c_out], seed + 2));
+    let want = reference(&x, &w, b.as_ref(), case.stride, case.padding);
+    let packed = PackedConvWeight::new(&w).unwrap();
+    let got = match tile {
+        None => conv2d(&x, &packed, b.as_ref(), case.stride, case.padding).unwrap(),
+        Some(tile) => {
+            conv2d_with_tile(&x, &packed, b.as_ref(), case.stride, case.padding, tile).unwrap()
+        }
+    };
+    relative_error(&got, &want)
+}
+
+#[test]
+fn conv2d_matches_candle_on_odd_shapes() {
+    for (i, case) in CASES.iter().enumerate() {
+        let err = check_case(case, 10 * i as u64, None);
+        eprintln!("case {i}: relative error {err:.2e}");
+        assert!(err <= 1e-5, "case {i}: relative error {err}");
+    }
+}
+
+#[test]
+fn conv2d_matches_candle_for_every_tiling() {
+    // Tiles of 1, 7 and 40 pixels split images mid-row; 500 groups several small images into one tile.
+    for tile in [1, 7, 40, 500] {
+        for (i, case) in CASES.iter().enumerate() {
+            let err = check_case(case, 100 + i as u64, Some(tile));
+            assert!(err <= 1e-5, "case {i}, tile {tile}: relative error {err}");
+        }
+    }
+}
+
+#[test]
+fn conv2d_accepts_a_non_contiguous_input() {
+    let x = pseudo_random(&[2, 9, 6, 5], 7);
+    let w = pseudo_random(&[4, 9, 3, 3], 8);
+    let xt = x.transpose(2, 3).unwrap();
+    let want = reference(&xt, &w, None, 1, 1);
+    let got = conv2d(&xt, &PackedConvWeight::new(&w).unwrap(), None, 1, 1).unwrap();
+    assert!(relative_error(&got, &want) <= 1e-5);
+}
+
+#[test]
+fn conv2d_reports_channel_mismatch_and_bad_bias() {
+    let x = pseudo_random(&[1, 5, 8, 8], 1);
+    let w = PackedConvWeight::new(&pseudo_random(&[4, 6, 3, 3], 2)).unwrap();
+    let err = conv2d(&x, &w, None, 1, 1).unwrap_err().to_string();
+    assert!(
+        err.contains("5 channels") && err.contains("expects 6"),
+        "{err}"
+    );
+    let w = PackedConvWeight::new(&pseudo_random(&[4, 5, 3, 3], 2)).unwrap();
+    let bias = pseudo_random(&[3], 3);
+    let err = conv2d(&x, &w, Some(&bias), 1, 1).unwrap_err().to_string();
+    assert!(
+        err.contains("bias [3]") && err.contains("4 output channels"),
+        "{err}"
+    );
+    let x64 = x.to_dtype(candle_core::DType::F64).unwrap();
+    let err = conv2d(&x64, &w, None, 1, 1).unwrap_err().to_string();
+    assert!(err.contains("expected f32"), "{err}");
+}
