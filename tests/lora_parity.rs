@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use loraeval::lora::library::resolve_prompt_tags;
+use loraeval::lora::library::{resolve_prompt_tags, LoraCache};
 use loraeval::lora::{LoraFile, LoraLibrary, LoraMode, LoraUse};
 use loraeval::sampling::samplers::SamplerName;
 use loraeval::sampling::txt2img::{StableDiffusion, Txt2ImgRequest};
@@ -176,17 +176,10 @@ fn prompt_tag_resolves_in_the_lora_dir_and_matches() {
         .expect("case");
     let prompt = format!("{} <lora:kohya_locon:1:0.3>", case.prompt);
     let library = LoraLibrary::scan(&lora_dir()).expect("scan");
-    let tags = resolve_prompt_tags(&prompt, Some(&library)).expect("tags resolve");
-    let loras: Vec<LoraUse> = tags
-        .into_iter()
-        .map(|t| LoraUse {
-            file: Arc::new(LoraFile::open(&t.path).expect("open")),
-            name: t.name,
-            te: t.te,
-            unet: t.unet,
-        })
-        .collect();
-    let model = model.with_loras(&loras, LoraMode::Merged).expect("merge");
+    let cache = LoraCache::default();
+    let model = model
+        .with_prompt_loras(&prompt, Some(&library), &cache, LoraMode::Merged)
+        .expect("tags resolve and merge");
     let request = request(&case, &prompt, 1);
     let image = &render(&model, &request)[0];
     assert_close("prompt tag", image, &reference(&case.image));

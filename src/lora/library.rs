@@ -6,8 +6,11 @@
 //! that stem and exactly one file carries the alias (A1111 "forbids" aliases that several files share — every
 //! epoch file of a kohya run shares `ss_output_name`, so epoch files are referenced by stem).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
+use super::file::LoraFile;
 use super::LoraError;
 use crate::text::extra_networks::{extract_extra_networks, lora_multipliers};
 use crate::weights::safetensors_file::SafetensorsFile;
@@ -96,6 +99,30 @@ pub fn resolve_prompt_tags(
         });
     }
     Ok(resolved)
+}
+
+/// Opened LoRA files by path, shared between renders (a grid opens each epoch file once).
+#[derive(Debug, Default)]
+pub struct LoraCache {
+    files: Mutex<HashMap<PathBuf, Arc<LoraFile>>>,
+}
+
+impl LoraCache {
+    /// The file at `path`, opened (and validated) on first use.
+    pub fn open(&self, path: &Path) -> Result<Arc<LoraFile>, LoraError> {
+        if let Some(file) = self.lock().get(path) {
+            return Ok(file.clone());
+        }
+        let file = Arc::new(LoraFile::open(path)?);
+        self.lock().insert(path.to_path_buf(), file.clone());
+        Ok(file)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Arc<LoraFile>>> {
+        self.files
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// The networks of a `--lora-dir`.

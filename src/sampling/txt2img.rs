@@ -8,6 +8,8 @@
 //! `Lora hashes`.
 
 use crate::lora::apply::apply;
+use crate::lora::library::{resolve_prompt_tags, LoraCache};
+use crate::lora::LoraLibrary;
 use crate::lora::{LoraError, LoraMode, LoraUse, ModelLayers, Part};
 use crate::model::clip::ClipTextModel;
 use crate::model::unet::UNet2DConditionModel;
@@ -198,6 +200,32 @@ impl StableDiffusion {
             });
         }
         Ok(model)
+    }
+
+    /// A copy of this model with the `<lora:NAME:…>` tags of `prompt` resolved in `library` (A1111's rule) and
+    /// applied; files come from `cache`. Render the copy with the same prompt.
+    pub fn with_prompt_loras(
+        &self,
+        prompt: &str,
+        library: Option<&LoraLibrary>,
+        cache: &LoraCache,
+        mode: LoraMode,
+    ) -> Result<Self, PipelineError> {
+        let uses = resolve_prompt_tags(prompt, library)?
+            .into_iter()
+            .map(|tag| {
+                Ok(LoraUse {
+                    file: cache.open(&tag.path)?,
+                    name: tag.name,
+                    te: tag.te,
+                    unet: tag.unet,
+                })
+            })
+            .collect::<Result<Vec<_>, LoraError>>()?;
+        if uses.is_empty() {
+            return Ok(self.clone());
+        }
+        self.with_loras(&uses, mode)
     }
 
     /// A copy of this model where image `i` of a batch gets the LoRAs `per_image[i]` (unmerged adapters on shared
