@@ -119,6 +119,7 @@ fn random_lora(name: &str, layers: &[(String, Vec<usize>, Part)], rank: usize) -
         metadata: BTreeMap::new(),
         modules,
         unknown_keys: Vec::new(),
+        hash: String::new(),
     })
 }
 

@@ -284,6 +284,44 @@ mod tests {
         assert_eq!(k[3], vec![18.0, 21.0, 24.0, 28.0]);
     }
 
+    /// `ΔW[i,j,k,l] = Σ_{n,m} mid[n,m,k,l]·up[i,n]·down[m,j]` (A1111 `rebuild_cp_decomposition`), by loops.
+    #[test]
+    fn lora_mid_rebuild_matches_the_einsum() {
+        let (out, inp, r, k) = (3, 2, 2, 2);
+        let values = |n: usize, offset: f32| -> Vec<f32> {
+            (0..n).map(|i| ((i as f32 + offset) * 0.37).sin()).collect()
+        };
+        let up = values(out * r, 0.0);
+        let down = values(r * inp, 1.0);
+        let mid = values(r * r * k * k, 2.0);
+        let got = lora_delta(
+            &t(&down, &[r, inp, 1, 1]),
+            &t(&up, &[out, r, 1, 1]),
+            Some(&t(&mid, &[r, r, k, k])),
+        )
+        .unwrap();
+        assert_eq!(got.dims(), &[out, inp, k, k]);
+        let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        for i in 0..out {
+            for j in 0..inp {
+                for kk in 0..k * k {
+                    let mut expected = 0.0;
+                    for n in 0..r {
+                        for m in 0..r {
+                            expected +=
+                                mid[(n * r + m) * k * k + kk] * up[i * r + n] * down[m * inp + j];
+                        }
+                    }
+                    let value = got[(i * inp + j) * k * k + kk];
+                    assert!(
+                        (value - expected).abs() < 1e-5,
+                        "{i} {j} {kk}: {value} vs {expected}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn tucker_rebuild_matches_einsum() {
         // t [2,1,1,2], wa [2,1], wb [1,2]: W[p,q,k,l] = Σ_a t[a,0,k,l]·wa[a,p]·wb[0,q]

@@ -80,6 +80,8 @@ pub struct LoraFile {
     pub modules: BTreeMap<String, LoraModule>,
     /// Keys this crate does not understand (other LyCORIS types, bundled embeddings, …).
     pub unknown_keys: Vec<String>,
+    /// A1111's full hash: `sshs_model_hash` from the metadata, else the SHA-256 of the tensor data (see `hash`).
+    pub hash: String,
 }
 
 impl LoraFile {
@@ -110,7 +112,16 @@ impl LoraFile {
                 Ok((module, built))
             })
             .collect::<Result<BTreeMap<_, _>, LoraError>>()?;
+        let hash = match file
+            .metadata
+            .get("sshs_model_hash")
+            .filter(|h| !h.is_empty())
+        {
+            Some(hash) => hash.clone(),
+            None => super::hash::addnet_hash(path)?,
+        };
         Ok(LoraFile {
+            hash,
             path: path.to_path_buf(),
             name: path
                 .file_stem()

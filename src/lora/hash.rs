@@ -45,16 +45,9 @@ pub fn addnet_hash(path: &Path) -> Result<String, LoraError> {
 }
 
 impl LoraFile {
-    /// A1111's short hash: the first 12 hex digits of `sshs_model_hash`, else of [`addnet_hash`].
+    /// A1111's short hash: the first 12 hex digits of `sshs_model_hash`, else of [`addnet_hash`] (both read when
+    /// the file is opened).
     pub fn short_hash(&self) -> Result<String, LoraError> {
-        let full = match self
-            .metadata
-            .get("sshs_model_hash")
-            .filter(|h| !h.is_empty())
-        {
-            Some(hash) => hash.clone(),
-            None => addnet_hash(&self.path)?,
-        };
-        Ok(full.chars().take(SHORT_HASH_DIGITS).collect())
+        Ok(self.hash.chars().take(SHORT_HASH_DIGITS).collect())
     }
 }
