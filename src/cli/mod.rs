@@ -4,10 +4,12 @@
 //! logs to stderr.
 
 mod bench;
+mod faces;
 mod generate;
 mod grid;
 mod inspect;
 mod progress;
+mod score;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -31,6 +33,11 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Render an X/Y/Z plot (e.g. LoRA epochs x weights) as A1111 does, into a resumable, shardable run folder.
     Grid(Box<grid::GridArgs>),
+    /// Face detection and dlib face descriptors.
+    #[command(subcommand)]
+    Faces(faces::FacesCommand),
+    /// Score images against reference photos of the person: similarity, dlib distance, nearest photo.
+    Score(score::ScoreArgs),
     /// Describe a LoRA file: format, ranks, alphas, targeted modules, likely base model, training metadata.
     Inspect(inspect::InspectArgs),
 }
@@ -43,6 +50,8 @@ pub fn main() -> ExitCode {
         Command::Generate(args) => generate::run(*args).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => bench::run(args).map(|()| ExitCode::SUCCESS),
         Command::Grid(args) => grid::run(*args),
+        Command::Faces(command) => faces::run(command).map(|()| ExitCode::SUCCESS),
+        Command::Score(args) => score::run(args).map(|()| ExitCode::SUCCESS),
         Command::Inspect(args) => inspect::run(args).map(|()| ExitCode::SUCCESS),
     };
     match result {

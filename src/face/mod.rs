@@ -1,14 +1,20 @@
 //! Face stage: dlib-compatible model parsing, landmarks, aligned chips and images (see `face.md`).
 //!
-//! Submodules: [`serialize`] (dlib's binary format), [`shape_predictor`] (5-point ERT landmarks),
-//! [`align`] (150×150 face chips as dlib cuts them), [`image_io`] (image files → 8-bit RGB).
+//! Submodules: [`serialize`] (dlib's binary format), [`dnn`] + [`dnn_layers`] (dlib DNN files and layer maths),
+//! [`mmod`] (CNN face detector), [`shape_predictor`] (5-point ERT landmarks), [`align`] (150×150 face chips as
+//! dlib cuts them), [`resnet`] (128-D descriptors), [`image_io`] (image files → 8-bit RGB), [`pipeline`]
+//! (image → faces → descriptors), [`reference`] (reference photo sets, centroid, outliers), [`score`] (scores of
+//! generated images against a reference set).
 
 pub mod align;
 pub mod dnn;
 pub mod dnn_layers;
 pub mod image_io;
 pub mod mmod;
+pub mod pipeline;
+pub mod reference;
 pub mod resnet;
+pub mod score;
 pub mod serialize;
 pub mod shape_predictor;
 

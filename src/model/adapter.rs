@@ -10,6 +10,7 @@
 
 use candle_core::{DType, Result, Tensor};
 
+use super::kernels::conv::{conv2d, PackedConvWeight};
 use super::layers::{Conv2d, Linear};
 
 /// How much of an adapter's update each batch row gets (already including the file's `alpha / rank` scale).
@@ -110,6 +111,15 @@ fn add_one_adapter(adapter: &Adapter, kind: LayerKind, xs: &Tensor, ys: Tensor) 
     ys.contiguous()?.index_add(&index, &delta.contiguous()?, 0)
 }
 
+/// `conv2d(xs, weight)` through the f32 kernel of `kernels::conv` (candle's own for other dtypes).
+fn convolve(xs: &Tensor, weight: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
+    let weight = weight.to_dtype(xs.dtype())?;
+    if xs.dtype() != DType::F32 {
+        return xs.conv2d(&weight, padding, stride, 1, 1);
+    }
+    conv2d(xs, &PackedConvWeight::new(&weight)?, None, stride, padding)
+}
+
 /// Δ(xs) without the multiplier.
 fn adapter_delta(weights: &AdapterWeights, kind: LayerKind, xs: &Tensor) -> Result<Tensor> {
     match (weights, kind) {
@@ -118,7 +128,7 @@ fn adapter_delta(weights: &AdapterWeights, kind: LayerKind, xs: &Tensor) -> Resu
             xs.broadcast_matmul(&delta.t()?)
         }
         (AdapterWeights::Dense { delta }, LayerKind::Conv { stride, padding }) => {
-            xs.conv2d(&delta.to_dtype(xs.dtype())?, padding, stride, 1, 1)
+            convolve(xs, delta, padding, stride)
         }
         (AdapterWeights::LowRank { down, mid, up }, LayerKind::Linear) => {
             let down = down.flatten_from(1)?.to_dtype(xs.dtype())?;
@@ -131,19 +141,11 @@ fn adapter_delta(weights: &AdapterWeights, kind: LayerKind, xs: &Tensor) -> Resu
             hidden.broadcast_matmul(&up.t()?)
         }
         (AdapterWeights::LowRank { down, mid, up }, LayerKind::Conv { stride, padding }) => {
-            let down = down.to_dtype(xs.dtype())?;
-            let up = up.to_dtype(xs.dtype())?;
             let hidden = match mid {
-                Some(mid) => xs.conv2d(&down, 0, 1, 1, 1)?.conv2d(
-                    &mid.to_dtype(xs.dtype())?,
-                    padding,
-                    stride,
-                    1,
-                    1,
-                )?,
-                None => xs.conv2d(&down, padding, stride, 1, 1)?,
+                Some(mid) => convolve(&convolve(xs, down, 0, 1)?, mid, padding, stride)?,
+                None => convolve(xs, down, padding, stride)?,
             };
-            hidden.conv2d(&up, 0, 1, 1, 1)
+            convolve(&hidden, up, 0, 1)
         }
     }
 }

@@ -13,10 +13,19 @@ const ATTENTION_SCORES_BUDGET_BYTES: usize = 256 << 20;
 
 /// `softmax(q kᵀ / sqrt(d)) v` for `q: [B, heads, Lq, d]`, `k, v: [B, heads, Lk, d]`; returns `[B, heads, Lq, d]`.
 ///
-/// Computed in f32, one batch item and a chunk of heads at a time so that the score matrix stays under
-/// `ATTENTION_SCORES_BUDGET_BYTES` (at 512×512 a UNet level-0 self-attention has 4096 tokens: 64 MiB per head).
-/// This is the one place a fused kernel can take over.
+/// f32 inputs go to the fused, tiled kernel (`kernels::attention`, online softmax, memory linear in tokens);
+/// other dtypes to [`scaled_dot_product_attention_plain`].
 pub fn scaled_dot_product_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+    if q.dtype() == DType::F32 && k.dtype() == DType::F32 && v.dtype() == DType::F32 {
+        return super::kernels::attention::scaled_dot_product_attention(q, k, v);
+    }
+    scaled_dot_product_attention_plain(q, k, v)
+}
+
+/// The unfused reference, computed in f32, one batch item and a chunk of heads at a time so that the score
+/// matrix stays under `ATTENTION_SCORES_BUDGET_BYTES` (at 512×512 a UNet level-0 self-attention has 4096 tokens:
+/// 64 MiB per head).
+pub fn scaled_dot_product_attention_plain(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
     let (_, heads, q_len, _) = q.dims4()?;
     let k_len = k.dim(2)?;
     let bytes_per_head = q_len * k_len * std::mem::size_of::<f32>();

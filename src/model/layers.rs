@@ -5,7 +5,8 @@
 //! `Linear` and `Conv2d` compute `forward_base` (the plain matmul / convolution) and then add their unmerged
 //! adapters (see `adapter.rs`); the two parts are kept apart on purpose.
 
-use candle_core::{Module, Result, Tensor};
+use super::kernels::conv::{conv2d, PackedConvWeight};
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::adapter::Adapter;
@@ -120,13 +121,17 @@ impl Conv2d {
 }
 
 impl Conv2d {
-    /// The convolution plus bias, without adapters.
+    /// The convolution plus bias, without adapters (f32: the packed kernel of `kernels::conv`).
     pub fn forward_base(&self, xs: &Tensor) -> Result<Tensor> {
-        let ys = xs.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
-        match &self.bias {
-            Some(bias) => ys.broadcast_add(&bias.reshape((1, (), 1, 1))?),
-            None => Ok(ys),
+        if xs.dtype() != DType::F32 || self.weight.dtype() != DType::F32 {
+            let ys = xs.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
+            return match &self.bias {
+                Some(bias) => ys.broadcast_add(&bias.reshape((1, (), 1, 1))?),
+                None => Ok(ys),
+            };
         }
+        let weight = PackedConvWeight::new(&self.weight)?;
+        conv2d(xs, &weight, self.bias.as_ref(), self.stride, self.padding)
     }
 }
 

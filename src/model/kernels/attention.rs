@@ -18,7 +18,7 @@ use super::storage::{
 const OP: &str = "scaled_dot_product_attention";
 
 /// Query rows per task (fewer when that would leave a thread idle). With [`DEFAULT_KEY_BLOCK`] the score tile is
-/// 1 MiB, inside one core's L2; the sweep in docs/perf-kernels.md found 256×1024 the fastest of the sizes tried.
+/// 1 MiB, inside one core's L2; the sweep in docs/perf.md, "CPU kernels" found 256×1024 the fastest of the sizes tried.
 pub const DEFAULT_QUERY_BLOCK: usize = 256;
 /// Keys per score tile.
 pub const DEFAULT_KEY_BLOCK: usize = 1024;

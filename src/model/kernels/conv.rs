@@ -103,7 +103,7 @@ pub fn conv2d(
     conv2d_with_tile(input, weight, bias, stride, padding, DEFAULT_TILE_COLS)
 }
 
-/// Output pixels per im2col tile. Measured (1 thread, AVX-512, docs/perf-kernels.md): 192–384 is best for every
+/// Output pixels per im2col tile. Measured (1 thread, AVX-512, docs/perf.md, "CPU kernels"): 192–384 is best for every
 /// SD1.5 shape (K = 1152…11520); smaller tiles repack the weights too often, larger ones spill the tile from L2.
 const DEFAULT_TILE_COLS: usize = 256;
 
