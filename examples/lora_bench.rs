@@ -1,4 +1,4 @@
-//! LoRA switching cost at real SD1.5 shapes (issue 3 benchmark; figures in docs/perf-lora.md).
+//! LoRA switching cost at real SD1.5 shapes (issue 3 benchmark; figures in docs/perf.md, "LoRA switching").
 //!
 //! Random base weights (`model::random_weights`) and a random rank-R kohya LoRA on every default kohya target (every
 //! Linear / 1×1 conv inside the 16 UNet `Transformer2DModel`s, every CLIP attention/MLP Linear; `--locon` adds the
