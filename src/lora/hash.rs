@@ -9,8 +9,6 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-use sha2::{Digest, Sha256};
-
 use super::file::LoraFile;
 use super::LoraError;
 
@@ -28,20 +26,7 @@ pub fn addnet_hash(path: &Path) -> Result<String, LoraError> {
     file.read_exact(&mut header_len).map_err(io_error)?;
     let offset = 8u64.saturating_add(u64::from_le_bytes(header_len));
     file.seek(SeekFrom::Start(offset)).map_err(io_error)?;
-    let mut hasher = Sha256::new();
-    let mut block = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut block).map_err(io_error)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&block[..n]);
-    }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    crate::weights::sha256_hex_of_reader(file).map_err(io_error)
 }
 
 impl LoraFile {
