@@ -124,7 +124,7 @@ pub struct RunOptions {
     pub draw: DrawOptions,
 }
 
-/// Renders the pending cells of the shard through `render`, then writes `grid.json` and the grid images from all
+/// Renders the pending cells of the shard through `render` (in [`render_order`]), then writes `grid.json` and the grid images from all
 /// cells present.
 pub fn execute<E: Display>(
     plan: &GridPlan,
@@ -133,7 +133,7 @@ pub fn execute<E: Display>(
     mut render: impl FnMut(&CellRequest) -> Result<RgbImage, E>,
     mut events: impl FnMut(RunEvent<'_>),
 ) -> Result<RunSummary, GridError> {
-    let pending = folder.pending(plan, options.shard);
+    let pending = render_order(folder.pending(plan, options.shard));
     write_manifest(plan, folder, Vec::new())?;
     let mut summary = RunSummary::default();
     let total = pending.len();
@@ -171,6 +171,37 @@ pub fn execute<E: Display>(
     Ok(summary)
 }
 
+/// The cells grouped by LoRA state (files and multipliers), groups in order of first appearance and plan order
+/// within a group, so that a renderer applying LoRAs switches as rarely as the plan allows. Cell identity (key,
+/// position, file) does not depend on the order.
+pub fn render_order(cells: Vec<&CellRequest>) -> Vec<&CellRequest> {
+    let mut groups: Vec<(LoraState, Vec<&CellRequest>)> = Vec::new();
+    for cell in cells {
+        let state = lora_state(cell);
+        match groups.iter_mut().find(|(s, _)| *s == state) {
+            Some((_, members)) => members.push(cell),
+            None => groups.push((state, vec![cell])),
+        }
+    }
+    groups.into_iter().flat_map(|(_, cells)| cells).collect()
+}
+
+/// (file or tag name, TE multiplier, UNet multiplier) of each LoRA of a cell.
+type LoraState = Vec<(String, u64, u64)>;
+
+fn lora_state(cell: &CellRequest) -> LoraState {
+    cell.loras
+        .iter()
+        .map(|l| {
+            let file = l
+                .path
+                .as_ref()
+                .map_or_else(|| l.name.clone(), |p| p.display().to_string());
+            (file, l.te_weight.to_bits(), l.unet_weight.to_bits())
+        })
+        .collect()
+}
+
 /// The A1111 infotext of a cell, as `generate` writes it for the same settings.
 pub fn cell_infotext(plan: &GridPlan, cell: &CellRequest) -> String {
     generation_params(plan, cell).to_infotext()
@@ -195,7 +226,11 @@ fn generation_params(plan: &GridPlan, cell: &CellRequest) -> GenerationParams {
         model_name: Some(plan.model.name.clone()),
         clip_skip: s.clip_skip as u32,
         rng: Some("CPU".to_string()),
-        lora_hashes: Vec::new(),
+        lora_hashes: cell
+            .loras
+            .iter()
+            .filter_map(|l| Some((l.name.clone(), l.short_hash.clone()?)))
+            .collect(),
         extra: Vec::new(),
         version: None,
     }
