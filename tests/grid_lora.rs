@@ -237,3 +237,42 @@ fn a_lora_file_with_nan_fails_its_cells_and_the_rest_is_rendered() {
     }
     assert!(out.join("grid.png").is_file());
 }
+
+#[test]
+fn cells_sharing_a_lora_state_share_its_application_and_encodings() {
+    let folder = tempfile::tempdir().unwrap();
+    let loras = folder.path().join("loras");
+    std::fs::create_dir(&loras).unwrap();
+    fake_run(&loras, false);
+    let out = folder.path().join("run");
+    let model = fixture("tiny/tiny-sd15.safetensors");
+    // Plan order alternates the weight (X fastest); rendering groups cells by LoRA state.
+    let mut args = vec![
+        "grid",
+        "--model",
+        model.to_str().unwrap(),
+        "--lora-dir",
+        loras.to_str().unwrap(),
+        "--x",
+        "0.4,1.0",
+        "--y",
+        "cfg:5,7",
+        "--seeds",
+        "2",
+        "--prompt",
+        PROMPT,
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend(SETTINGS);
+    let output = loraeval(&args);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("shared work: 2 LoRA applications and 2 prompt encodings for 8 cells"),
+        "{}",
+        stderr(&output)
+    );
+    let manifest = manifest(&out);
+    let prompt = cell(&manifest, 1, 1)["params"]["prompt"].as_str().unwrap().to_string();
+    assert!(prompt.contains("<lora:tinyface:1.0>"), "{prompt}");
+}

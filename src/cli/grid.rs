@@ -159,9 +159,9 @@ pub fn run(args: GridArgs) -> Result<ExitCode> {
         .as_ref()
         .map(|model| CellRenderer::new(model, library));
     let summary = render(&plan, &folder, &options, renderer.as_mut(), pending.len())?;
-    if let Some(renderer) = &renderer {
-        tracing::debug!(
-            "shared work: {} LoRA applications, {} text encodings for {} cells",
+    if let Some(renderer) = renderer.as_ref().filter(|r| r.cells > 0) {
+        eprintln!(
+            "shared work: {} LoRA applications and {} prompt encodings for {} cells",
             renderer.applications,
             renderer.encodings.len(),
             renderer.cells
