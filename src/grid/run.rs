@@ -4,7 +4,8 @@
 //! Resume is by file presence: a cell whose image exists is never rendered again, so running the same command
 //! again renders nothing, extending an axis renders only the new cells, and shards (`--shard i/n`) fill one shared
 //! folder. Every file is written to a temporary name and renamed, so an interrupted run loses at most the cell in
-//! progress. A render error marks that cell failed and the run goes on; I/O errors stop the run.
+//! progress. A render error marks that cell failed and the run goes on; I/O errors (a full disk) stop the run with
+//! [`GridError::RunStopped`], keeping every cell written before.
 
 use std::fmt::Display;
 use std::fs;
@@ -142,13 +143,15 @@ pub fn execute<E: Display>(
         let started = Instant::now();
         let error = match render(cell) {
             Ok(image) => {
-                save_cell(plan, folder, cell, &image)?;
+                save_cell(plan, folder, cell, &image)
+                    .map_err(|e| stopped(e, folder, summary.rendered))?;
                 summary.rendered += 1;
                 None
             }
             Err(error) => {
                 let reason = error.to_string();
-                save_failure(folder, cell, &reason)?;
+                save_failure(folder, cell, &reason)
+                    .map_err(|e| stopped(e, folder, summary.rendered))?;
                 summary.failed.push((cell.key.clone(), reason.clone()));
                 Some(reason)
             }
@@ -169,6 +172,19 @@ pub fn execute<E: Display>(
     summary.missing = manifest.summary.failed + manifest.summary.missing;
     summary.manifest = folder.manifest_path();
     Ok(summary)
+}
+
+/// A write error during rendering (disk full, folder made unwritable) as the error that stops the run.
+fn stopped(error: GridError, folder: &RunFolder, rendered: usize) -> GridError {
+    match error {
+        GridError::Write { path, reason } => GridError::RunStopped {
+            path,
+            reason,
+            rendered,
+            folder: folder.root.clone(),
+        },
+        other => other,
+    }
 }
 
 /// The cells grouped by LoRA state (files and multipliers), groups in order of first appearance and plan order
@@ -284,6 +300,12 @@ fn save_cell(
     let path = folder.root.join(cell.image_name());
     match write_png_atomic(&path, image, &cell_infotext(plan, cell), false) {
         Ok(()) | Err(SamplingError::FileExists { .. }) => {}
+        Err(SamplingError::Io { source, .. }) => {
+            return Err(GridError::Write {
+                path,
+                reason: source.to_string(),
+            })
+        }
         Err(error) => return Err(sampling_error(error)),
     }
     let failure = folder.failure_path(cell);
