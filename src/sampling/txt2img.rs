@@ -343,6 +343,17 @@ impl StableDiffusion {
         request: &Txt2ImgRequest,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Vec<RenderedImage>, PipelineError> {
+        let (cond, uncond) = self.prompt_conditioning(request)?;
+        self.txt2img_conditioned(request, &cond, &uncond, progress)
+    }
+
+    /// `(cond, uncond)` of `request`'s prompt and negative prompt, after checking their tags against the applied
+    /// LoRAs: what [`StableDiffusion::txt2img`] computes first. Callers rendering many images with the same
+    /// prompts and text-encoder LoRAs (a grid) compute it once and use [`StableDiffusion::txt2img_conditioned`].
+    pub fn prompt_conditioning(
+        &self,
+        request: &Txt2ImgRequest,
+    ) -> Result<(Tensor, Tensor), PipelineError> {
         request.validate()?;
         let (prompt, tags) = extract_extra_networks(&request.prompt);
         let (negative, negative_tags) = extract_extra_networks(&request.negative);
@@ -350,8 +361,20 @@ impl StableDiffusion {
             return Err(PipelineError::UnsupportedExtraNetwork(tag.to_tag_text()));
         }
         self.check_prompt_tags(&tags)?;
-        let (cond, uncond) = self.conditioning(request, &prompt, &negative)?;
-        let latent = self.sample(request, &cond, &uncond, progress)?;
+        self.conditioning(request, &prompt, &negative)
+    }
+
+    /// [`StableDiffusion::txt2img`] with conditioning from [`StableDiffusion::prompt_conditioning`] (of a model
+    /// whose text encoder carries the same LoRAs; the prompt's tags are not checked again).
+    pub fn txt2img_conditioned(
+        &self,
+        request: &Txt2ImgRequest,
+        cond: &Tensor,
+        uncond: &Tensor,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Vec<RenderedImage>, PipelineError> {
+        request.validate()?;
+        let latent = self.sample(request, cond, uncond, progress)?;
         let decoded = self
             .vae
             .decode(&latent.affine(1.0 / self.vae_scaling, 0.0)?)?;
