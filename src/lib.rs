@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod face;
 pub mod grid;
+pub mod lora;
 pub mod model;
 pub mod sampling;
 pub mod text;

@@ -129,3 +129,20 @@ fn predictor() -> ShapePredictor {
     )
     .unwrap()
 }
+
+#[test]
+fn webp_and_bmp_photos_load_like_the_png() {
+    let folder = tempfile::tempdir().unwrap();
+    let png = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/faces/2008_002506.png");
+    let original = load_rgb_image(&png).unwrap();
+    for extension in ["bmp", "webp"] {
+        let path = folder.path().join(format!("photo.{extension}"));
+        original.save(&path).unwrap();
+        let loaded = load_rgb_image(&path).unwrap_or_else(|e| panic!("{extension}: {e}"));
+        assert_eq!(
+            loaded.as_raw(),
+            original.as_raw(),
+            "{extension} (lossless) changed the pixels"
+        );
+    }
+}

@@ -86,3 +86,55 @@ fn failures_are_recorded_and_only_missing_cells_are_rendered_again() {
     );
     assert!(cell_text.contains("Seed: 2"), "{cell_text}");
 }
+
+/// A write error in the middle of a run (as a full disk gives): the run stops with an error naming the file, the
+/// reason and how to resume; the cells written before are kept, no temporary file is left, and the next run
+/// renders only the rest.
+#[test]
+fn a_write_error_stops_the_run_and_keeps_what_was_rendered() {
+    let folder = tempfile::tempdir().unwrap();
+    let run = RunFolder::create(folder.path()).unwrap();
+    let plan = plan();
+    let cells = folder.path().join("cells");
+    let moved = folder.path().join("cells-kept");
+    let mut calls = 0;
+    let render = |_: &loraeval::grid::plan::CellRequest| -> Result<RgbImage, String> {
+        calls += 1;
+        if calls == 3 {
+            // The folder the third image goes to is no longer writable: `cells` becomes a plain file.
+            std::fs::rename(&cells, &moved).unwrap();
+            std::fs::write(&cells, b"").unwrap();
+        }
+        Ok(RgbImage::from_pixel(32, 48, Rgb([9, 9, 9])))
+    };
+    let error = execute(&plan, &run, &RunOptions::default(), render, |_| {}).unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.contains(&plan.cells[2].key) && text.contains("cannot write"),
+        "{text}"
+    );
+    assert!(
+        text.contains("the 2 cells it rendered") && text.contains("run the same command again"),
+        "{text}"
+    );
+    std::fs::remove_file(&cells).unwrap();
+    std::fs::rename(&moved, &cells).unwrap();
+    let mut kept: Vec<String> = std::fs::read_dir(&cells)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    kept.sort();
+    let mut expected: Vec<String> = plan.cells[..2]
+        .iter()
+        .map(|c| format!("{}.png", c.key))
+        .collect();
+    expected.sort();
+    assert_eq!(kept, expected);
+    let mut again = 0;
+    let render_rest = |_: &loraeval::grid::plan::CellRequest| -> Result<RgbImage, String> {
+        again += 1;
+        Ok(RgbImage::from_pixel(32, 48, Rgb([9, 9, 9])))
+    };
+    let summary = execute(&plan, &run, &RunOptions::default(), render_rest, |_| {}).unwrap();
+    assert_eq!((again, summary.rendered, summary.missing), (4, 4, 0));
+}

@@ -1,12 +1,15 @@
 //! `loraeval generate`: txt2img renders with AUTOMATIC1111 semantics, written as PNGs with infotext.
 
 use super::progress::step_bar;
+use crate::lora::library::resolve_prompt_tags;
+use crate::lora::{parse_lora_spec, LoraFile, LoraLibrary, LoraMode, LoraUse};
 use crate::sampling::png_info::write_png_atomic;
 use crate::sampling::samplers::SamplerName;
 use crate::sampling::txt2img::{StableDiffusion, Txt2ImgRequest};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Options of `loraeval generate` (defaults as AUTOMATIC1111 1.10).
 #[derive(Debug, Args)]
@@ -50,6 +53,109 @@ pub struct GenerateArgs {
     /// Overwrite existing output files.
     #[arg(long)]
     force: bool,
+    /// A LoRA to apply: FILE, FILE:W or FILE:TE:UNET (repeatable). Recorded in the infotext as the prompt tag
+    /// <lora:STEM:W> that A1111 would need.
+    #[arg(long = "lora", value_name = "FILE[:W|:TE:UNET]")]
+    loras: Vec<String>,
+    /// Folder where <lora:NAME:W> prompt tags are looked up by file stem (A1111's Lora folder).
+    #[arg(long)]
+    lora_dir: Option<PathBuf>,
+    /// How LoRAs are applied: merged into the weights, or unmerged adapters (same image; for testing).
+    #[arg(long, default_value = "merged", value_parser = ["merged", "unmerged"])]
+    lora_mode: String,
+}
+
+/// Python `str(float)`-like text of a multiplier for a prompt tag.
+fn multiplier_text(value: f32) -> String {
+    format!("{value}")
+}
+
+/// `--lora` specs and prompt tags → (prompt with a tag for every `--lora`, LoRAs to apply).
+fn collect_loras(args: &GenerateArgs) -> Result<(String, Vec<LoraUse>)> {
+    let mut prompt = args.prompt.clone();
+    let mut uses: Vec<LoraUse> = Vec::new();
+    let mut opened: Vec<Arc<LoraFile>> = Vec::new();
+    let mut open = |path: &Path| -> Result<Arc<LoraFile>> {
+        if let Some(file) = opened.iter().find(|f| f.path == path) {
+            return Ok(file.clone());
+        }
+        let file = Arc::new(LoraFile::open(path)?);
+        opened.push(file.clone());
+        Ok(file)
+    };
+    for spec in &args.loras {
+        let spec = parse_lora_spec(spec)?;
+        let file = open(&spec.path)?;
+        let tag = if spec.te == spec.unet {
+            format!("<lora:{}:{}>", file.name, multiplier_text(spec.te))
+        } else {
+            format!(
+                "<lora:{}:{}:{}>",
+                file.name,
+                multiplier_text(spec.te),
+                multiplier_text(spec.unet)
+            )
+        };
+        prompt = if prompt.is_empty() {
+            tag
+        } else {
+            format!("{prompt} {tag}")
+        };
+        uses.push(LoraUse {
+            name: file.name.clone(),
+            file,
+            te: spec.te,
+            unet: spec.unet,
+        });
+    }
+    let library = args
+        .lora_dir
+        .as_deref()
+        .map(LoraLibrary::scan)
+        .transpose()?;
+    let tagged = resolve_prompt_tags(&args.prompt, library.as_ref())?;
+    for tag in tagged {
+        uses.push(LoraUse {
+            name: tag.name,
+            file: open(&tag.path)?,
+            te: tag.te,
+            unet: tag.unet,
+        });
+    }
+    for (i, lora) in uses.iter().enumerate() {
+        if uses[..i].iter().any(|other| other.name == lora.name) {
+            bail!(
+                "LoRA `{}` is given twice (with --lora and/or as a prompt tag)",
+                lora.name
+            );
+        }
+    }
+    Ok((prompt, uses))
+}
+
+/// Warns on stderr about modules of each file that match no layer of the model.
+fn report_unmatched(model: &StableDiffusion, uses: &[LoraUse]) -> Result<()> {
+    for lora in uses {
+        let resolution = model.lora_layers().resolve(&lora.file)?;
+        if !resolution.unmatched.is_empty() {
+            eprintln!(
+                "warning: {}: {} of {} modules match no layer of the model and are ignored, e.g. {}",
+                lora.file.path.display(),
+                resolution.unmatched.len(),
+                lora.file.modules.len(),
+                crate::lora::apply::examples(&resolution.unmatched)
+            );
+        }
+        if !resolution.unknown_keys.is_empty() {
+            eprintln!(
+                "warning: {}: {} keys of unsupported adapter types are ignored, e.g. {}",
+                lora.file.path.display(),
+                resolution.unknown_keys.len(),
+                crate::lora::apply::examples(&resolution.unknown_keys)
+            );
+        }
+    }
+    Ok(())
 }
 
 fn resolve_seed(seed: Option<i64>) -> Result<u64> {
@@ -111,8 +217,9 @@ fn check_outputs(paths: &[PathBuf], force: bool) -> Result<()> {
 pub fn run(args: GenerateArgs) -> Result<()> {
     let seed = resolve_seed(args.seed)?;
     let sampler = SamplerName::parse(&args.sampler)?;
+    let (prompt, loras) = collect_loras(&args)?;
     let request = Txt2ImgRequest {
-        prompt: args.prompt.clone(),
+        prompt,
         negative: args.negative.clone(),
         seed,
         steps: args.steps,
@@ -128,6 +235,16 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     check_outputs(&paths, args.force)?;
     let model = StableDiffusion::load(&args.model)
         .with_context(|| format!("loading model {}", args.model.display()))?;
+    let model = if loras.is_empty() {
+        model
+    } else {
+        report_unmatched(&model, &loras)?;
+        let mode = match args.lora_mode.as_str() {
+            "unmerged" => LoraMode::Unmerged,
+            _ => LoraMode::Merged,
+        };
+        model.with_loras(&loras, mode)?
+    };
     let bar = step_bar(args.steps as u64, "sampling");
     let images = model.txt2img(&request, &mut |step, _| bar.set_position(step as u64))?;
     bar.finish_and_clear();

@@ -1,7 +1,7 @@
 //! `loraeval grid`: AUTOMATIC1111's X/Y/Z plot (epochs × LoRA weights and the other axes) into a resumable,
 //! shardable run folder. Settings resolve as flags > `--spec` YAML > defaults.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -23,8 +23,12 @@ use crate::grid::run::{
 use crate::grid::spec::{GridSpec, PromptSet, SeedsSpec};
 use crate::grid::values::parse_int_values;
 use crate::grid::GridError;
+use crate::lora::library::{resolve_prompt_tags, LoraCache};
+use crate::lora::LoraMode;
 use crate::sampling::samplers::SamplerName;
-use crate::sampling::txt2img::StableDiffusion;
+use crate::sampling::txt2img::{PipelineError, StableDiffusion, Txt2ImgRequest};
+use crate::text::extra_networks::extract_extra_networks;
+use candle_core::Tensor;
 
 /// Options of `loraeval grid` (sampling defaults as `generate`).
 #[derive(Debug, Args)]
@@ -147,29 +151,136 @@ pub fn run(args: GridArgs) -> Result<ExitCode> {
             ..DrawOptions::default()
         },
     };
-    let summary = render(&plan, &folder, &options, model.as_ref(), pending.len())?;
+    let lora_dir = args.lora_dir.as_ref().or(spec.lora_dir.as_ref());
+    let library = lora_dir
+        .map(|dir| crate::lora::LoraLibrary::scan(dir))
+        .transpose()?;
+    let mut renderer = model
+        .as_ref()
+        .map(|model| CellRenderer::new(model, library));
+    let summary = render(&plan, &folder, &options, renderer.as_mut(), pending.len())?;
+    if let Some(renderer) = renderer.as_ref().filter(|r| r.cells > 0) {
+        eprintln!(
+            "shared work: {} LoRA applications and {} prompt encodings for {} cells",
+            renderer.applications,
+            renderer.encodings.len(),
+            renderer.cells
+        );
+    }
     Ok(report(&summary, &folder))
+}
+
+/// Renders cells and shares the work they have in common: the model with the LoRA state of the previous cell (cells
+/// come grouped by LoRA state, see `grid::run::render_order`) and text encodings per (prompt, negative prompt, clip
+/// skip, text-encoder LoRA state).
+pub struct CellRenderer<'m> {
+    base: &'m StableDiffusion,
+    library: Option<crate::lora::LoraLibrary>,
+    cache: LoraCache,
+    /// The last LoRA state and the model with it applied (merged).
+    applied: Option<(LoraState, StableDiffusion)>,
+    encodings: HashMap<EncodingKey, (Tensor, Tensor)>,
+    /// LoRA applications done (for the debug log and tests of the sharing).
+    pub applications: usize,
+    pub cells: usize,
+}
+
+/// (file, TE multiplier bits, UNet multiplier bits) of each LoRA a prompt's tags resolve to.
+type LoraState = Vec<(PathBuf, u32, u32)>;
+
+/// (prompt without tags, negative prompt, clip skip, (file, TE multiplier bits) of LoRAs touching the text encoder).
+type EncodingKey = (String, String, usize, Vec<(PathBuf, u32)>);
+
+impl<'m> CellRenderer<'m> {
+    pub fn new(base: &'m StableDiffusion, library: Option<crate::lora::LoraLibrary>) -> Self {
+        CellRenderer {
+            base,
+            library,
+            cache: LoraCache::default(),
+            applied: None,
+            encodings: HashMap::new(),
+            applications: 0,
+            cells: 0,
+        }
+    }
+
+    /// The image of one cell: the image `generate` makes with the cell's settings.
+    pub fn render(&mut self, request: &Txt2ImgRequest) -> Result<image::RgbImage, PipelineError> {
+        self.cells += 1;
+        let tags = resolve_prompt_tags(&request.prompt, self.library.as_ref())?;
+        let state: LoraState = tags
+            .iter()
+            .map(|t| (t.path.clone(), t.te.to_bits(), t.unet.to_bits()))
+            .collect();
+        self.apply_state(state, request)?;
+        let model = match &self.applied {
+            Some((_, model)) if !tags.is_empty() => model,
+            _ => self.base,
+        };
+        let (prompt, _) = extract_extra_networks(&request.prompt);
+        let te_state = tags
+            .iter()
+            .filter(|t| t.te != 0.0)
+            .map(|t| (t.path.clone(), t.te.to_bits()))
+            .collect();
+        let key = (
+            prompt,
+            request.negative.clone(),
+            request.clip_skip,
+            te_state,
+        );
+        let (cond, uncond) = match self.encodings.get(&key) {
+            Some(known) => known.clone(),
+            None => {
+                let encoded = model.prompt_conditioning(request)?;
+                self.encodings.insert(key, encoded.clone());
+                encoded
+            }
+        };
+        let mut images = model.txt2img_conditioned(request, &cond, &uncond, &mut |_, _| {})?;
+        images
+            .pop()
+            .map(|i| i.pixels)
+            .ok_or_else(|| PipelineError::InvalidSetting("the engine returned no image".into()))
+    }
+
+    /// Makes `self.applied` the base model with `state` applied, unless it already is (or `state` is empty).
+    fn apply_state(
+        &mut self,
+        state: LoraState,
+        request: &Txt2ImgRequest,
+    ) -> Result<(), PipelineError> {
+        let current = matches!(&self.applied, Some((applied, _)) if *applied == state);
+        if state.is_empty() || current {
+            return Ok(());
+        }
+        self.applied = None;
+        let model = self.base.with_prompt_loras(
+            &request.prompt,
+            self.library.as_ref(),
+            &self.cache,
+            LoraMode::Merged,
+        )?;
+        self.applications += 1;
+        self.applied = Some((state, model));
+        Ok(())
+    }
 }
 
 fn render(
     plan: &GridPlan,
     folder: &RunFolder,
     options: &RunOptions,
-    model: Option<&StableDiffusion>,
+    mut renderer: Option<&mut CellRenderer<'_>>,
     pending: usize,
 ) -> Result<RunSummary> {
     let bar = step_bar(pending as u64, "cells");
     let mut timing = Timing::read(&folder.root);
     let render_cell = |cell: &CellRequest| -> Result<image::RgbImage, String> {
-        let model = model.ok_or("no model loaded")?;
-        let request = cell.settings.to_txt2img();
-        let mut images = model
-            .txt2img(&request, &mut |_, _| {})
-            .map_err(|e| e.to_string())?;
-        images
-            .pop()
-            .map(|i| i.pixels)
-            .ok_or_else(|| "the engine returned no image".to_string())
+        let renderer = renderer.as_deref_mut().ok_or("no model loaded")?;
+        renderer
+            .render(&cell.settings.to_txt2img())
+            .map_err(|e| e.to_string())
     };
     let events = |event: RunEvent<'_>| progress(&bar, plan, &mut timing, event);
     let summary = execute(plan, folder, options, render_cell, events)?;

@@ -7,6 +7,7 @@ mod bench;
 mod faces;
 mod generate;
 mod grid;
+mod inspect;
 mod progress;
 mod score;
 
@@ -27,7 +28,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Render txt2img images from an SD1.5 checkpoint exactly as AUTOMATIC1111 would (CPU RNG source).
-    Generate(generate::GenerateArgs),
+    Generate(Box<generate::GenerateArgs>),
     /// Time one UNet step (CFG batch 2), one VAE decode and one text encode at real SD1.5 shapes.
     Bench(bench::BenchArgs),
     /// Render an X/Y/Z plot (e.g. LoRA epochs x weights) as A1111 does, into a resumable, shardable run folder.
@@ -37,6 +38,8 @@ enum Command {
     Faces(faces::FacesCommand),
     /// Score images against reference photos of the person: similarity, dlib distance, nearest photo.
     Score(score::ScoreArgs),
+    /// Describe a LoRA file: format, ranks, alphas, targeted modules, likely base model, training metadata.
+    Inspect(inspect::InspectArgs),
 }
 
 /// Entry point of the binary: parses arguments, runs the command, prints errors with their causes.
@@ -44,11 +47,12 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
     let result = match cli.command {
-        Command::Generate(args) => generate::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Generate(args) => generate::run(*args).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => bench::run(args).map(|()| ExitCode::SUCCESS),
         Command::Grid(args) => grid::run(*args),
         Command::Faces(command) => faces::run(command).map(|()| ExitCode::SUCCESS),
         Command::Score(args) => score::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Inspect(args) => inspect::run(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

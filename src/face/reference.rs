@@ -17,8 +17,7 @@ use std::path::{Path, PathBuf};
 use super::pipeline::{dot, mean_descriptor, normalized, Descriptor, FaceDescription, LargestFace};
 use super::FaceError;
 
-/// File name extensions scanned in folders (lower case). WebP and BMP files are listed so that they are
-/// reported if this build cannot decode them, rather than silently ignored.
+/// File name extensions scanned in folders (lower case); all four formats are decoded.
 pub const IMAGE_EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "png", "webp", "bmp"];
 
 /// Errors of reference-set building and image listing.

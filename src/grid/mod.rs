@@ -65,6 +65,13 @@ pub enum GridError {
     },
     #[error("{path}: cannot write: {reason}")]
     Write { path: PathBuf, reason: String },
+    #[error("{path}: cannot write: {reason}; the run stopped; the {rendered} cells it rendered and those of earlier runs are kept in {folder}; free disk space or fix permissions and run the same command again to resume")]
+    RunStopped {
+        path: PathBuf,
+        reason: String,
+        rendered: usize,
+        folder: PathBuf,
+    },
     #[error("{path}: cannot read image: {reason}")]
     ReadImage { path: PathBuf, reason: String },
     #[error("font: {0}")]

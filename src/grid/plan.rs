@@ -65,6 +65,8 @@ pub struct CellLora {
     pub epoch: Option<u32>,
     /// SHA-256 of the whole file.
     pub sha256: Option<String>,
+    /// A1111's 12-digit `Lora hashes` value (`sshs_model_hash`, else the SHA-256 of the tensor data).
+    pub short_hash: Option<String>,
 }
 
 /// One cell of the plot: its position, settings, LoRAs and cache key.
@@ -134,7 +136,7 @@ impl GridPlan {
     ) -> Result<GridPlan, GridError> {
         check_axes(&input)?;
         let dims = [input.x.len(), axis_len(&input.y), axis_len(&input.z)];
-        let mut hashes: BTreeMap<PathBuf, String> = BTreeMap::new();
+        let mut hashes: BTreeMap<PathBuf, (String, String)> = BTreeMap::new();
         let mut cells = Vec::new();
         for z_index in 0..dims[2] {
             for y_index in 0..dims[1] {
@@ -269,7 +271,7 @@ fn has_target_tag(prompt: &str, target: &LoraTarget) -> bool {
 fn cell_loras(
     prompt: &str,
     library: Option<&LoraLibrary>,
-    hashes: &mut BTreeMap<PathBuf, String>,
+    hashes: &mut BTreeMap<PathBuf, (String, String)>,
     hash_file: &mut dyn FnMut(&Path) -> Result<String, GridError>,
 ) -> Result<Vec<CellLora>, GridError> {
     let (_, tags) = extract_extra_networks(prompt);
@@ -278,17 +280,18 @@ fn cell_loras(
         let (te, unet) =
             lora_multipliers(tag).map_err(|e| GridError::InvalidSetting(e.to_string()))?;
         let file = library.and_then(|l| l.resolve(&tag.name));
-        let sha256 = match file {
+        let file_hashes = match file {
             Some(f) => Some(match hashes.get(&f.path) {
-                Some(hash) => hash.clone(),
+                Some(known) => known.clone(),
                 None => {
-                    let hash = hash_file(&f.path)?;
-                    hashes.insert(f.path.clone(), hash.clone());
-                    hash
+                    let known = (hash_file(&f.path)?, lora_short_hash(&f.path)?);
+                    hashes.insert(f.path.clone(), known.clone());
+                    known
                 }
             }),
             None => None,
         };
+        let (sha256, short_hash) = file_hashes.unzip();
         loras.push(CellLora {
             name: tag.name.clone(),
             path: file.map(|f| f.path.clone()),
@@ -296,9 +299,26 @@ fn cell_loras(
             unet_weight: f64::from(unet),
             epoch: file.and_then(|f| f.epoch),
             sha256,
+            short_hash,
         });
     }
     Ok(loras)
+}
+
+/// A1111's short LoRA hash of a file, as `generate` writes it (see `lora::hash`).
+fn lora_short_hash(path: &Path) -> Result<String, GridError> {
+    let metadata = super::epochs::read_metadata(path).map_err(|reason| GridError::LoraFolder {
+        path: path.to_path_buf(),
+        reason,
+    })?;
+    let full = match metadata.get("sshs_model_hash") {
+        Some(hash) => hash.clone(),
+        None => crate::lora::hash::addnet_hash(path).map_err(|e| GridError::LoraFolder {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?,
+    };
+    Ok(full.chars().take(12).collect())
 }
 
 /// SHA-256 (first 20 hex digits) of a canonical JSON of everything that determines the cell's pixels.

@@ -4,7 +4,8 @@
 //! Resume is by file presence: a cell whose image exists is never rendered again, so running the same command
 //! again renders nothing, extending an axis renders only the new cells, and shards (`--shard i/n`) fill one shared
 //! folder. Every file is written to a temporary name and renamed, so an interrupted run loses at most the cell in
-//! progress. A render error marks that cell failed and the run goes on; I/O errors stop the run.
+//! progress. A render error marks that cell failed and the run goes on; I/O errors (a full disk) stop the run with
+//! [`GridError::RunStopped`], keeping every cell written before.
 
 use std::fmt::Display;
 use std::fs;
@@ -124,7 +125,7 @@ pub struct RunOptions {
     pub draw: DrawOptions,
 }
 
-/// Renders the pending cells of the shard through `render`, then writes `grid.json` and the grid images from all
+/// Renders the pending cells of the shard through `render` (in [`render_order`]), then writes `grid.json` and the grid images from all
 /// cells present.
 pub fn execute<E: Display>(
     plan: &GridPlan,
@@ -133,7 +134,7 @@ pub fn execute<E: Display>(
     mut render: impl FnMut(&CellRequest) -> Result<RgbImage, E>,
     mut events: impl FnMut(RunEvent<'_>),
 ) -> Result<RunSummary, GridError> {
-    let pending = folder.pending(plan, options.shard);
+    let pending = render_order(folder.pending(plan, options.shard));
     write_manifest(plan, folder, Vec::new())?;
     let mut summary = RunSummary::default();
     let total = pending.len();
@@ -142,13 +143,15 @@ pub fn execute<E: Display>(
         let started = Instant::now();
         let error = match render(cell) {
             Ok(image) => {
-                save_cell(plan, folder, cell, &image)?;
+                save_cell(plan, folder, cell, &image)
+                    .map_err(|e| stopped(e, folder, summary.rendered))?;
                 summary.rendered += 1;
                 None
             }
             Err(error) => {
                 let reason = error.to_string();
-                save_failure(folder, cell, &reason)?;
+                save_failure(folder, cell, &reason)
+                    .map_err(|e| stopped(e, folder, summary.rendered))?;
                 summary.failed.push((cell.key.clone(), reason.clone()));
                 Some(reason)
             }
@@ -169,6 +172,50 @@ pub fn execute<E: Display>(
     summary.missing = manifest.summary.failed + manifest.summary.missing;
     summary.manifest = folder.manifest_path();
     Ok(summary)
+}
+
+/// A write error during rendering (disk full, folder made unwritable) as the error that stops the run.
+fn stopped(error: GridError, folder: &RunFolder, rendered: usize) -> GridError {
+    match error {
+        GridError::Write { path, reason } => GridError::RunStopped {
+            path,
+            reason,
+            rendered,
+            folder: folder.root.clone(),
+        },
+        other => other,
+    }
+}
+
+/// The cells grouped by LoRA state (files and multipliers), groups in order of first appearance and plan order
+/// within a group, so that a renderer applying LoRAs switches as rarely as the plan allows. Cell identity (key,
+/// position, file) does not depend on the order.
+pub fn render_order(cells: Vec<&CellRequest>) -> Vec<&CellRequest> {
+    let mut groups: Vec<(LoraState, Vec<&CellRequest>)> = Vec::new();
+    for cell in cells {
+        let state = lora_state(cell);
+        match groups.iter_mut().find(|(s, _)| *s == state) {
+            Some((_, members)) => members.push(cell),
+            None => groups.push((state, vec![cell])),
+        }
+    }
+    groups.into_iter().flat_map(|(_, cells)| cells).collect()
+}
+
+/// (file or tag name, TE multiplier, UNet multiplier) of each LoRA of a cell.
+type LoraState = Vec<(String, u64, u64)>;
+
+fn lora_state(cell: &CellRequest) -> LoraState {
+    cell.loras
+        .iter()
+        .map(|l| {
+            let file = l
+                .path
+                .as_ref()
+                .map_or_else(|| l.name.clone(), |p| p.display().to_string());
+            (file, l.te_weight.to_bits(), l.unet_weight.to_bits())
+        })
+        .collect()
 }
 
 /// The A1111 infotext of a cell, as `generate` writes it for the same settings.
@@ -195,7 +242,11 @@ fn generation_params(plan: &GridPlan, cell: &CellRequest) -> GenerationParams {
         model_name: Some(plan.model.name.clone()),
         clip_skip: s.clip_skip as u32,
         rng: Some("CPU".to_string()),
-        lora_hashes: Vec::new(),
+        lora_hashes: cell
+            .loras
+            .iter()
+            .filter_map(|l| Some((l.name.clone(), l.short_hash.clone()?)))
+            .collect(),
         extra: Vec::new(),
         version: None,
     }
@@ -249,6 +300,12 @@ fn save_cell(
     let path = folder.root.join(cell.image_name());
     match write_png_atomic(&path, image, &cell_infotext(plan, cell), false) {
         Ok(()) | Err(SamplingError::FileExists { .. }) => {}
+        Err(SamplingError::Io { source, .. }) => {
+            return Err(GridError::Write {
+                path,
+                reason: source.to_string(),
+            })
+        }
         Err(error) => return Err(sampling_error(error)),
     }
     let failure = folder.failure_path(cell);

@@ -5,6 +5,7 @@
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
+use super::adapter::{AdaptableLayers, LayerMut};
 use super::kernels;
 use super::layers::{Conv2d, GroupNorm, LayerNorm, Linear};
 
@@ -255,6 +256,29 @@ impl Transformer2DModel {
         }
         self.proj_out
             .forward_from_tokens(&tokens, (height, width), Some(xs))
+    }
+}
+
+impl AdaptableLayers for Attention {
+    fn collect_layers<'a>(&'a mut self, out: &mut Vec<LayerMut<'a>>) {
+        out.push(LayerMut::Linear(&mut self.to_q));
+        out.push(LayerMut::Linear(&mut self.to_k));
+        out.push(LayerMut::Linear(&mut self.to_v));
+        out.push(LayerMut::Linear(&mut self.to_out));
+    }
+}
+
+impl AdaptableLayers for Transformer2DModel {
+    /// `proj_in`, then per block `attn1`, `attn2`, `ff.net.0.proj`, `ff.net.2`, then `proj_out`.
+    fn collect_layers<'a>(&'a mut self, out: &mut Vec<LayerMut<'a>>) {
+        out.push(LayerMut::Conv2d(&mut self.proj_in));
+        for block in &mut self.transformer_blocks {
+            block.attn1.collect_layers(out);
+            block.attn2.collect_layers(out);
+            out.push(LayerMut::Linear(&mut block.ff.net_0_proj));
+            out.push(LayerMut::Linear(&mut block.ff.net_2));
+        }
+        out.push(LayerMut::Conv2d(&mut self.proj_out));
     }
 }
 

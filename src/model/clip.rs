@@ -7,6 +7,7 @@
 use candle_core::{bail, DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
+use super::adapter::{AdaptableLayers, LayerMut};
 use super::config::ClipConfig;
 use super::layers::{LayerNorm, Linear};
 
@@ -205,6 +206,21 @@ impl ClipTextModel {
     }
 }
 
+impl AdaptableLayers for ClipTextModel {
+    /// `q_proj`, `k_proj`, `v_proj`, `out_proj`, `fc1`, `fc2` of every encoder layer.
+    fn collect_layers<'a>(&'a mut self, out: &mut Vec<LayerMut<'a>>) {
+        for layer in &mut self.layers {
+            let attn = &mut layer.self_attn;
+            out.push(LayerMut::Linear(&mut attn.q_proj));
+            out.push(LayerMut::Linear(&mut attn.k_proj));
+            out.push(LayerMut::Linear(&mut attn.v_proj));
+            out.push(LayerMut::Linear(&mut attn.out_proj));
+            out.push(LayerMut::Linear(&mut layer.mlp.fc1));
+            out.push(LayerMut::Linear(&mut layer.mlp.fc2));
+        }
+    }
+}
+
 /// `[S, S]` mask: 0 on and below the diagonal, −∞ above (token i attends to tokens ≤ i).
 fn causal_mask(seq: usize, dtype: DType, device: &Device) -> Result<Tensor> {
     let values: Vec<f32> = (0..seq)
@@ -233,6 +249,7 @@ mod tests {
             name: name.to_string(),
             weight: Tensor::ones((1, 1), DType::F32, &Device::Cpu).unwrap(),
             bias: None,
+            adapters: Vec::new(),
         };
         let mlp = ClipMlp {
             fc1: identity("fc1"),

@@ -2,11 +2,15 @@
 //!
 //! Every layer keeps the diffusers name of its weight (`name`), so adapters (LoRA, issue 3) can find the module
 //! they target, and forward passes go through one place that the fast kernels (issue 6) can take over.
+//! `Linear` and `Conv2d` compute `forward_base` (the plain matmul / convolution) and then add their unmerged
+//! adapters (see `adapter.rs`); the two parts are kept apart on purpose.
 
 use super::kernels::conv::{conv2d_add, ConvAdd, ConvAlgorithm, PackedConvWeight};
 use super::kernels::{linear, pointwise};
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
+
+use super::adapter::Adapter;
 
 /// Whether the fast kernels (f32, CPU) apply to all of `tensors`.
 fn fast_path(tensors: &[&Tensor]) -> bool {
@@ -21,6 +25,8 @@ pub struct Linear {
     pub name: String,
     pub weight: Tensor,
     pub bias: Option<Tensor>,
+    /// Unmerged adapters added to the output (empty for a plain model).
+    pub adapters: Vec<Adapter>,
 }
 
 impl Linear {
@@ -36,6 +42,7 @@ impl Linear {
             name: vb.prefix(),
             weight,
             bias,
+            adapters: Vec::new(),
         })
     }
 }
@@ -64,6 +71,7 @@ impl Linear {
                     name: vb.prefix(),
                     weight: conv_weight.reshape((out_dim, in_dim))?,
                     bias,
+                    adapters: Vec::new(),
                 })
             }
         }
@@ -71,22 +79,35 @@ impl Linear {
 }
 
 impl Linear {
-    /// `x Wᵀ + b + residual` (`residual` shaped like the output), the addition fused into the matmul's output.
-    pub fn forward_add(&self, xs: &Tensor, residual: &Tensor) -> Result<Tensor> {
-        if fast_path(&[xs, &self.weight, residual]) {
-            return linear::linear(xs, &self.weight, self.bias.as_ref(), Some(residual));
+    /// `x Wᵀ + b` without adapters (f32 on the CPU: one `gemm` into a bias-filled output, `kernels::linear`).
+    pub fn forward_base(&self, xs: &Tensor) -> Result<Tensor> {
+        self.forward_base_add(xs, None)
+    }
+
+    /// `x Wᵀ + b (+ residual)` without adapters; on the fast path the residual is written into the output
+    /// before the matmul accumulates onto it.
+    fn forward_base_add(&self, xs: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
+        if fast_path(&[xs, &self.weight]) && residual.is_none_or(|r| fast_path(&[r])) {
+            return linear::linear(xs, &self.weight, self.bias.as_ref(), residual);
         }
-        self.forward(xs)? + residual
+        let ys = candle_nn::Linear::new(self.weight.clone(), self.bias.clone()).forward(xs)?;
+        match residual {
+            Some(residual) => ys + residual,
+            None => Ok(ys),
+        }
+    }
+
+    /// `forward(xs) + residual` (`residual` shaped like the output), the addition fused into the matmul.
+    pub fn forward_add(&self, xs: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        let ys = self.forward_base_add(xs, Some(residual))?;
+        self.forward_with_adapters(xs, ys)
     }
 }
 
 impl Module for Linear {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        if fast_path(&[xs, &self.weight]) {
-            return linear::linear(xs, &self.weight, self.bias.as_ref(), None);
-        }
-        let inner = candle_nn::Linear::new(self.weight.clone(), self.bias.clone());
-        inner.forward(xs)
+        let ys = self.forward_base(xs)?;
+        self.forward_with_adapters(xs, ys)
     }
 }
 
@@ -98,6 +119,8 @@ pub struct Conv2d {
     pub bias: Option<Tensor>,
     pub stride: usize,
     pub padding: usize,
+    /// Unmerged adapters added to the output (empty for a plain model).
+    pub adapters: Vec<Adapter>,
 }
 
 impl Conv2d {
@@ -118,14 +141,32 @@ impl Conv2d {
             bias,
             stride,
             padding,
+            adapters: Vec::new(),
         })
     }
 }
 
 impl Conv2d {
+    /// The convolution plus bias, without adapters (f32 on the CPU: `kernels::conv`).
+    pub fn forward_base(&self, xs: &Tensor) -> Result<Tensor> {
+        self.forward_base_add(xs, None, None)
+    }
+
     /// `conv(x) + b + channel_shift + residual`: `channel_shift` `[N, out]` (one value per image and channel),
     /// `residual` shaped like the output; both written into the output before the convolution accumulates.
+    /// Unmerged adapters are added on top.
     pub fn forward_add(
+        &self,
+        xs: &Tensor,
+        channel_shift: Option<&Tensor>,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let ys = self.forward_base_add(xs, channel_shift, residual)?;
+        self.forward_with_adapters(xs, ys)
+    }
+
+    /// [`Conv2d::forward_add`] without adapters.
+    fn forward_base_add(
         &self,
         xs: &Tensor,
         channel_shift: Option<&Tensor>,
@@ -163,41 +204,59 @@ impl Conv2d {
 
 impl Conv2d {
     /// A 1×1 convolution of NCHW `xs` returned token-major, `[B, H·W, out]` (the layout transformer blocks read).
+    /// Unmerged adapters are added in NCHW and the sum transposed back (a copy, only when they are present).
     pub fn forward_to_tokens(&self, xs: &Tensor) -> Result<Tensor> {
-        if fast_path(&[xs, &self.weight]) && self.is_pointwise() {
-            return linear::pointwise_conv_to_tokens(xs, &self.weight, self.bias.as_ref());
-        }
         let (batch, _, height, width) = xs.dims4()?;
-        let ys = self.forward(xs)?;
-        let channels = ys.dim(1)?;
-        ys.reshape((batch, channels, height * width))?
+        let to_tokens = |ys: Tensor| -> Result<Tensor> {
+            let channels = ys.dim(1)?;
+            ys.reshape((batch, channels, height * width))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        if !(fast_path(&[xs, &self.weight]) && self.is_pointwise()) {
+            return to_tokens(self.forward(xs)?);
+        }
+        let tokens = linear::pointwise_conv_to_tokens(xs, &self.weight, self.bias.as_ref())?;
+        if self.adapters.is_empty() {
+            return Ok(tokens);
+        }
+        let channels = tokens.dim(2)?;
+        let ys = tokens
             .transpose(1, 2)?
-            .contiguous()
+            .reshape((batch, channels, height, width))?;
+        to_tokens(self.forward_with_adapters(xs, ys)?)
     }
 
     /// A 1×1 convolution of token-major `tokens` (`[B, H·W, in]`) returned as NCHW `[B, out, H, W]`, plus
-    /// `residual` (shaped like the output) fused into the output.
+    /// `residual` (shaped like the output) fused into the output. Unmerged adapters read the tokens transposed
+    /// to NCHW (a copy, only when they are present).
     pub fn forward_from_tokens(
         &self,
         tokens: &Tensor,
         (height, width): (usize, usize),
         residual: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let fast = fast_path(&[tokens, &self.weight]) && residual.is_none_or(|r| fast_path(&[r]));
-        if fast && self.is_pointwise() {
-            return linear::pointwise_conv_from_tokens(
-                tokens,
-                (height, width),
-                &self.weight,
-                self.bias.as_ref(),
-                residual,
-            );
-        }
         let (batch, _, channels) = tokens.dims3()?;
-        let xs = tokens
-            .transpose(1, 2)?
-            .reshape((batch, channels, height, width))?;
-        self.forward_add(&xs, None, residual)
+        let nchw = || {
+            tokens
+                .transpose(1, 2)?
+                .reshape((batch, channels, height, width))
+        };
+        let fast = fast_path(&[tokens, &self.weight]) && residual.is_none_or(|r| fast_path(&[r]));
+        if !(fast && self.is_pointwise()) {
+            return self.forward_add(&nchw()?, None, residual);
+        }
+        let ys = linear::pointwise_conv_from_tokens(
+            tokens,
+            (height, width),
+            &self.weight,
+            self.bias.as_ref(),
+            residual,
+        )?;
+        if self.adapters.is_empty() {
+            return Ok(ys);
+        }
+        self.forward_with_adapters(&nchw()?, ys)
     }
 
     fn is_pointwise(&self) -> bool {
@@ -208,7 +267,8 @@ impl Conv2d {
 
 impl Module for Conv2d {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        self.forward_add(xs, None, None)
+        let ys = self.forward_base(xs)?;
+        self.forward_with_adapters(xs, ys)
     }
 }
 

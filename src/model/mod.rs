@@ -3,6 +3,7 @@
 //! Model code takes a `candle_nn::VarBuilder` whose names are the diffusers names (the `weights` module maps the
 //! original LDM layout onto them), and a config inferred from the tensor shapes.
 
+pub mod adapter;
 pub mod attention;
 pub mod clip;
 pub mod config;

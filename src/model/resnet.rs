@@ -4,6 +4,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
+use super::adapter::{AdaptableLayers, LayerMut};
 use super::layers::{Conv2d, GroupNorm, Linear};
 
 /// Shape and normalisation settings of one resnet block.
@@ -70,5 +71,19 @@ impl ResnetBlock2D {
             None => xs.clone(),
         };
         self.conv2.forward_add(&hidden, None, Some(&shortcut))
+    }
+}
+
+impl AdaptableLayers for ResnetBlock2D {
+    /// `conv1`, `time_emb_proj`, `conv2`, `conv_shortcut` (those present).
+    fn collect_layers<'a>(&'a mut self, out: &mut Vec<LayerMut<'a>>) {
+        out.push(LayerMut::Conv2d(&mut self.conv1));
+        if let Some(proj) = &mut self.time_emb_proj {
+            out.push(LayerMut::Linear(proj));
+        }
+        out.push(LayerMut::Conv2d(&mut self.conv2));
+        if let Some(shortcut) = &mut self.conv_shortcut {
+            out.push(LayerMut::Conv2d(shortcut));
+        }
     }
 }

@@ -3,6 +3,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
+use super::adapter::{AdaptableLayers, LayerMut};
 use super::config::UNetConfig;
 use super::embeddings::{timestep_embedding, TimestepEmbedding};
 use super::layers::{Conv2d, GroupNorm};
@@ -184,5 +185,22 @@ impl UNet2DConditionModel {
         }
         self.conv_out
             .forward(&self.conv_norm_out.forward_silu(&hidden)?)
+    }
+}
+
+impl AdaptableLayers for UNet2DConditionModel {
+    /// Every Linear and Conv2d of the UNet (`conv_in`, `time_embedding.linear_{1,2}`, blocks, `conv_out`).
+    fn collect_layers<'a>(&'a mut self, out: &mut Vec<LayerMut<'a>>) {
+        out.push(LayerMut::Conv2d(&mut self.conv_in));
+        out.push(LayerMut::Linear(&mut self.time_embedding.linear_1));
+        out.push(LayerMut::Linear(&mut self.time_embedding.linear_2));
+        for block in &mut self.down_blocks {
+            block.collect_layers(out);
+        }
+        self.mid_block.collect_layers(out);
+        for block in &mut self.up_blocks {
+            block.collect_layers(out);
+        }
+        out.push(LayerMut::Conv2d(&mut self.conv_out));
     }
 }

@@ -4,6 +4,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
+use super::adapter::{AdaptableLayers, LayerMut};
 use super::attention::Transformer2DModel;
 use super::layers::Conv2d;
 use super::resnet::{ResnetBlock2D, ResnetConfig};
@@ -306,6 +307,44 @@ impl CrossAttnUpBlock2D {
         match &self.upsamplers {
             Some(upsampler) => upsampler.forward(&hidden, upsample_size),
             None => Ok(hidden),
+        }
+    }
+}
+
+/// Resnets and transformers interleaved as the forward pass runs them.
+fn collect_resnets_and_attentions<'a>(
+    resnets: &'a mut [ResnetBlock2D],
+    attentions: &'a mut [Transformer2DModel],
+    out: &mut Vec<LayerMut<'a>>,
+) {
+    for resnet in resnets {
+        resnet.collect_layers(out);
+    }
+    for attention in attentions {
+        attention.collect_layers(out);
+    }
+}
+
+impl AdaptableLayers for CrossAttnDownBlock2D {
+    fn collect_layers<'a>(&'a mut self, out: &mut Vec<LayerMut<'a>>) {
+        collect_resnets_and_attentions(&mut self.resnets, &mut self.attentions, out);
+        if let Some(down) = &mut self.downsamplers {
+            out.push(LayerMut::Conv2d(&mut down.conv));
+        }
+    }
+}
+
+impl AdaptableLayers for UNetMidBlock2DCrossAttn {
+    fn collect_layers<'a>(&'a mut self, out: &mut Vec<LayerMut<'a>>) {
+        collect_resnets_and_attentions(&mut self.resnets, &mut self.attentions, out);
+    }
+}
+
+impl AdaptableLayers for CrossAttnUpBlock2D {
+    fn collect_layers<'a>(&'a mut self, out: &mut Vec<LayerMut<'a>>) {
+        collect_resnets_and_attentions(&mut self.resnets, &mut self.attentions, out);
+        if let Some(up) = &mut self.upsamplers {
+            out.push(LayerMut::Conv2d(&mut up.conv));
         }
     }
 }

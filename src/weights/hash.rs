@@ -19,11 +19,16 @@ pub fn sha256_hex(path: &Path) -> Result<String, WeightsError> {
         path: path.to_path_buf(),
         source,
     };
-    let mut file = File::open(path).map_err(io_error)?;
+    let file = File::open(path).map_err(io_error)?;
+    sha256_hex_of_reader(file).map_err(io_error)
+}
+
+/// Lower-case hex SHA-256 of everything `reader` yields, read in 1 MiB blocks.
+pub fn sha256_hex_of_reader(mut reader: impl Read) -> std::io::Result<String> {
     let mut hasher = Sha256::new();
     let mut block = vec![0u8; 1 << 20];
     loop {
-        let n = file.read(&mut block).map_err(io_error)?;
+        let n = reader.read(&mut block)?;
         if n == 0 {
             break;
         }

@@ -13,7 +13,7 @@ pub mod safetensors_file;
 use std::path::PathBuf;
 
 pub use checkpoint::{Checkpoint, Component, Layout};
-pub use hash::{model_hash, sha256_hex};
+pub use hash::{model_hash, sha256_hex, sha256_hex_of_reader};
 
 /// Everything that can go wrong while opening or reading a checkpoint; each variant names the file.
 #[derive(Debug, thiserror::Error)]
