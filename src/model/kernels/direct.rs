@@ -101,7 +101,7 @@ mod imp {
     ) {
         assert!(available(), "conv2d_direct needs AVX-512F");
         let (sh, sw) = s.stored_hw();
-        assert!(!s.upsample || (s.h % 2 == 0 && s.w % 2 == 0));
+        assert!(!s.upsample || (s.h.is_multiple_of(2) && s.w.is_multiple_of(2)));
         assert_eq!(input.len(), s.batch * s.c_in * sh * sw);
         assert_eq!(weight.len(), s.c_out * s.c_in * s.taps());
         assert_eq!(bias.len(), s.batch * s.c_out);
