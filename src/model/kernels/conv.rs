@@ -134,7 +134,8 @@ pub enum ConvAlgorithm {
 }
 
 /// Narrowest output rows the direct kernel takes in [`ConvAlgorithm::Auto`]: it computes `kw − 1` discarded
-/// positions per row, 11 % extra work at 16 pixels (measured in docs/perf.md, "Issue 6 work log").
+/// positions per row, and at 16-pixel rows it measured slower than im2col + `gemm` (30 vs 22 ms for 640 channels,
+/// batch 2; docs/perf.md, "Issue 6 work log"), at 32 and wider faster.
 pub const DIRECT_MIN_WIDTH: usize = 32;
 
 /// [`conv2d`] with the additions of `add`: `conv(input) + bias + channel_shift + residual`, computed by
