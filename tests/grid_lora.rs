@@ -167,7 +167,11 @@ fn epoch_by_weight_cells_are_the_images_generate_makes() {
     );
     let manifest = manifest(&out);
     let epochs: Vec<u64> = (0..3)
-        .map(|x| cell(&manifest, x, 0)["params"]["loras"][0]["epoch"].as_u64().unwrap())
+        .map(|x| {
+            cell(&manifest, x, 0)["params"]["loras"][0]["epoch"]
+                .as_u64()
+                .unwrap()
+        })
         .collect();
     assert_eq!(epochs, vec![1, 2, 3]);
 
@@ -230,7 +234,10 @@ fn a_lora_file_with_nan_fails_its_cells_and_the_rest_is_rendered() {
     let manifest = manifest(&out);
     for x in 0..3 {
         for y in 0..2 {
-            let status = cell(&manifest, x, y)["status"].as_str().unwrap().to_string();
+            let status = cell(&manifest, x, y)["status"]
+                .as_str()
+                .unwrap()
+                .to_string();
             let expected = if x == 1 { "failed" } else { "ok" };
             assert_eq!(status, expected, "cell ({x}, {y})");
         }
@@ -268,11 +275,15 @@ fn cells_sharing_a_lora_state_share_its_application_and_encodings() {
     let output = loraeval(&args);
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(
-        stderr(&output).contains("shared work: 2 LoRA applications and 2 prompt encodings for 8 cells"),
+        stderr(&output)
+            .contains("shared work: 2 LoRA applications and 2 prompt encodings for 8 cells"),
         "{}",
         stderr(&output)
     );
     let manifest = manifest(&out);
-    let prompt = cell(&manifest, 1, 1)["params"]["prompt"].as_str().unwrap().to_string();
+    let prompt = cell(&manifest, 1, 1)["params"]["prompt"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(prompt.contains("<lora:tinyface:1.0>"), "{prompt}");
 }

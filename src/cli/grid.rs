@@ -23,9 +23,9 @@ use crate::grid::run::{
 use crate::grid::spec::{GridSpec, PromptSet, SeedsSpec};
 use crate::grid::values::parse_int_values;
 use crate::grid::GridError;
-use crate::sampling::samplers::SamplerName;
 use crate::lora::library::{resolve_prompt_tags, LoraCache};
 use crate::lora::LoraMode;
+use crate::sampling::samplers::SamplerName;
 use crate::sampling::txt2img::{PipelineError, StableDiffusion, Txt2ImgRequest};
 use crate::text::extra_networks::extract_extra_networks;
 use candle_core::Tensor;
@@ -223,7 +223,12 @@ impl<'m> CellRenderer<'m> {
             .filter(|t| t.te != 0.0)
             .map(|t| (t.path.clone(), t.te.to_bits()))
             .collect();
-        let key = (prompt, request.negative.clone(), request.clip_skip, te_state);
+        let key = (
+            prompt,
+            request.negative.clone(),
+            request.clip_skip,
+            te_state,
+        );
         let (cond, uncond) = match self.encodings.get(&key) {
             Some(known) => known.clone(),
             None => {
