@@ -5,7 +5,9 @@ use candle_core::{DType, Device, Module, Tensor, D};
 use loraeval::model::kernels::attention::{
     scaled_dot_product_attention, scaled_dot_product_attention_tokens,
 };
-use loraeval::model::kernels::conv::{conv2d_add, ConvAdd, ConvAlgorithm, PackedConvWeight};
+use loraeval::model::kernels::conv::{
+    conv2d_add, conv2d_upsample2x_add, ConvAdd, ConvAlgorithm, PackedConvWeight,
+};
 use loraeval::model::kernels::linear::{
     linear, pointwise_conv_from_tokens, pointwise_conv_to_tokens,
 };
@@ -302,6 +304,34 @@ fn conv_epilogue_adds_bias_channel_shift_and_residual() {
             ..ConvAdd::default()
         };
         assert!(conv2d_add(&x, &packed, stride, 1, bad, ConvAlgorithm::Auto).is_err());
+    }
+}
+
+#[test]
+fn upsample_fused_into_conv_matches_upsample_then_conv() {
+    // Upsampled widths 40 and 64 take the fused direct kernel on AVX-512 CPUs; 12 falls back to upsample + conv.
+    for (i, (batch, c_in, c_out, h, w)) in [(2, 5, 7, 17, 20), (1, 3, 13, 4, 32), (1, 4, 4, 5, 6)]
+        .into_iter()
+        .enumerate()
+    {
+        let x = random(&[batch, c_in, h, w], 140 + i as u64);
+        let weight = random(&[c_out, c_in, 3, 3], 150 + i as u64);
+        let bias = random(&[c_out], 160 + i as u64);
+        let up = x.upsample_nearest2d(2 * h, 2 * w).unwrap();
+        let want = up
+            .conv2d(&weight, 1, 1, 1, 1)
+            .unwrap()
+            .broadcast_add(&bias.reshape((1, (), 1, 1)).unwrap())
+            .unwrap();
+        let add = ConvAdd {
+            bias: Some(&bias),
+            ..ConvAdd::default()
+        };
+        let packed = PackedConvWeight::new(&weight).unwrap();
+        let got = conv2d_upsample2x_add(&x, &packed, 1, add).unwrap();
+        let err = relative_error(&got, &want);
+        eprintln!("upsample+conv case {i}: {err:.2e}");
+        assert!(err < 1e-6, "case {i}: {err}");
     }
 }
 

@@ -5,7 +5,9 @@
 //! `Linear` and `Conv2d` compute `forward_base` (the plain matmul / convolution) and then add their unmerged
 //! adapters (see `adapter.rs`); the two parts are kept apart on purpose.
 
-use super::kernels::conv::{conv2d_add, ConvAdd, ConvAlgorithm, PackedConvWeight};
+use super::kernels::conv::{
+    conv2d_add, conv2d_upsample2x_add, ConvAdd, ConvAlgorithm, PackedConvWeight,
+};
 use super::kernels::{linear, pointwise};
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
@@ -257,6 +259,21 @@ impl Conv2d {
             return Ok(ys);
         }
         self.forward_with_adapters(&nchw()?, ys)
+    }
+
+    /// `forward(upsample_nearest_2x(xs))` (diffusers `Upsample2D`); on the fast path the upsampled tensor is never
+    /// built (the direct convolution reads each input pixel twice per row).
+    pub fn forward_upsampled(&self, xs: &Tensor) -> Result<Tensor> {
+        if fast_path(&[xs, &self.weight]) && self.stride == 1 && self.adapters.is_empty() {
+            let weight = PackedConvWeight::new(&self.weight)?;
+            let add = ConvAdd {
+                bias: self.bias.as_ref(),
+                ..ConvAdd::default()
+            };
+            return conv2d_upsample2x_add(xs, &weight, self.padding, add);
+        }
+        let (_, _, height, width) = xs.dims4()?;
+        self.forward(&xs.upsample_nearest2d(2 * height, 2 * width)?)
     }
 
     fn is_pointwise(&self) -> bool {

@@ -213,7 +213,72 @@ fn use_direct(g: &Geometry, algorithm: ConvAlgorithm) -> Option<DirectShape> {
         kh: g.kh,
         kw: g.kw,
         pad: g.pad,
+        upsample: false,
     })
+}
+
+/// `conv(upsample_nearest_2x(input)) + add`: diffusers `Upsample2D` (nearest ×2, then a stride-1 convolution)
+/// without the 4×-sized upsampled tensor when the direct kernel applies (it reads each input pixel twice per row
+/// while filling its input band); otherwise upsamples and calls [`conv2d_add`].
+pub fn conv2d_upsample2x_add(
+    input: &Tensor,
+    weight: &PackedConvWeight,
+    padding: usize,
+    add: ConvAdd,
+) -> candle_core::Result<Tensor> {
+    let (_, _, h, w) = input.dims4()?;
+    let fallback = || {
+        let upsampled = input.upsample_nearest2d(2 * h, 2 * w)?;
+        conv2d_add(&upsampled, weight, 1, padding, add, ConvAlgorithm::Auto)
+    };
+    if !input.device().is_cpu()
+        || input.dtype() != candle_core::DType::F32
+        || add.residual.is_some()
+    {
+        return fallback();
+    }
+    let [batch, c_in, _, _] = dims::<4>(OP, input)?;
+    let shape = DirectShape {
+        batch,
+        c_in,
+        h: 2 * h,
+        w: 2 * w,
+        c_out: weight.out_channels,
+        kh: weight.kernel_h,
+        kw: weight.kernel_w,
+        pad: padding,
+        upsample: true,
+    };
+    let usable = c_in == weight.in_channels
+        && 2 * h + 2 * padding >= shape.kh
+        && 2 * w + 2 * padding >= shape.kw
+        && shape.ow() >= DIRECT_MIN_WIDTH
+        && direct::available();
+    if !usable {
+        return fallback();
+    }
+    let g = Geometry {
+        batch,
+        c_in,
+        h: 2 * h,
+        w: 2 * w,
+        c_out: shape.c_out,
+        kh: shape.kh,
+        kw: shape.kw,
+        stride: 1,
+        pad: padding,
+        oh: shape.oh(),
+        ow: shape.ow(),
+    };
+    let bias = image_channel_bias(&g, add)?;
+    let mut out = vec![0f32; batch * g.c_out * g.out_pixels()];
+    with_f32_slice(input, |input| {
+        with_f32_slice(&weight.weight, |weight| {
+            direct::conv2d_direct(&shape, input, weight, &bias, None, &mut out);
+            Ok(())
+        })
+    })?;
+    tensor_from_vec(out, &[batch, g.c_out, g.oh, g.ow])
 }
 
 /// Initial value of the output: `bias[image·c_out + co] (+ residual[image, co, pixel])`.

@@ -35,6 +35,9 @@ pub(crate) struct DirectShape {
     pub kh: usize,
     pub kw: usize,
     pub pad: usize,
+    /// The input is stored at half size (`h/2 × w/2`) and read nearest-upsampled ×2 (`h`, `w` are the upsampled
+    /// sizes): diffusers `Upsample2D` fused into its convolution.
+    pub upsample: bool,
 }
 
 impl DirectShape {
@@ -56,6 +59,14 @@ impl DirectShape {
     }
     pub fn panels(&self) -> usize {
         self.q_len().div_ceil(PANEL)
+    }
+    /// Height and width of the stored input (half of `h`, `w` when `upsample`).
+    pub fn stored_hw(&self) -> (usize, usize) {
+        if self.upsample {
+            (self.h / 2, self.w / 2)
+        } else {
+            (self.h, self.w)
+        }
     }
     pub fn taps(&self) -> usize {
         self.kh * self.kw
@@ -89,7 +100,9 @@ mod imp {
         out: &mut [f32],
     ) {
         assert!(available(), "conv2d_direct needs AVX-512F");
-        assert_eq!(input.len(), s.batch * s.c_in * s.h * s.w);
+        let (sh, sw) = s.stored_hw();
+        assert!(!s.upsample || (s.h.is_multiple_of(2) && s.w.is_multiple_of(2)));
+        assert_eq!(input.len(), s.batch * s.c_in * sh * sw);
         assert_eq!(weight.len(), s.c_out * s.c_in * s.taps());
         assert_eq!(bias.len(), s.batch * s.c_out);
         assert_eq!(out.len(), s.batch * s.c_out * s.oh() * s.ow());
@@ -104,7 +117,7 @@ mod imp {
             let job = Job {
                 s,
                 image,
-                input: &input[image * s.c_in * s.h * s.w..][..s.c_in * s.h * s.w],
+                input: &input[image * s.c_in * sh * sw..][..s.c_in * sh * sw],
                 packed: &packed,
                 bias: &bias[image * s.c_out..][..s.c_out],
                 residual,
@@ -220,7 +233,7 @@ mod imp {
     struct Job<'a> {
         s: &'a DirectShape,
         image: usize,
-        /// The image's input, `[c_in, h, w]`.
+        /// The image's input, `[c_in, h, w]` (half size when upsampling).
         input: &'a [f32],
         packed: &'a [f32],
         bias: &'a [f32],
@@ -253,8 +266,9 @@ mod imp {
             buffer.resize(s.c_in * stride, 0.0);
             let first_row = start / wp;
             let rows = (end - start).div_ceil(wp);
+            let (sh, sw) = s.stored_hw();
             for (ci, band) in buffer.chunks_mut(stride).enumerate() {
-                let plane = &self.input[ci * s.h * s.w..][..s.h * s.w];
+                let plane = &self.input[ci * sh * sw..][..sh * sw];
                 for padded_row in first_row..first_row + rows {
                     let Some(y) = padded_row.checked_sub(s.pad).filter(|&y| y < s.h) else {
                         continue;
@@ -264,7 +278,15 @@ mod imp {
                         continue;
                     }
                     let len = s.w.min(stride - at);
-                    band[at..at + len].copy_from_slice(&plane[y * s.w..][..len]);
+                    let dst = &mut band[at..at + len];
+                    if s.upsample {
+                        let src = &plane[(y / 2) * sw..][..sw];
+                        for (pair, &v) in dst.chunks_mut(2).zip(src) {
+                            pair.fill(v);
+                        }
+                    } else {
+                        dst.copy_from_slice(&plane[y * s.w..][..len]);
+                    }
                 }
             }
             Band {
