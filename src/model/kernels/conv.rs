@@ -520,7 +520,14 @@ unsafe fn run_tile(
         let (rhs, rhs_rs) = if g.is_pointwise() {
             (input.as_ptr().add(seg.image * image_in + seg.pixel), pixels)
         } else {
-            im2col_tile(g, input, tile, ncols, col);
+            im2col_tile(
+                g,
+                input,
+                tile,
+                ncols,
+                col,
+                !matches!(parallelism, Parallelism::None),
+            );
             (col.as_ptr(), ncols)
         };
         matmul(g, weight, rhs, rhs_rs, seg.len, dst, pixels, parallelism);
@@ -530,7 +537,14 @@ unsafe fn run_tile(
         gather_pointwise(g, input, tile, ncols, col);
         col.as_ptr()
     } else {
-        im2col_tile(g, input, tile, ncols, col);
+        im2col_tile(
+            g,
+            input,
+            tile,
+            ncols,
+            col,
+            !matches!(parallelism, Parallelism::None),
+        );
         col.as_ptr()
     };
     let mut scratch = vec![0f32; g.c_out * ncols];
@@ -631,51 +645,70 @@ fn gather_pointwise(
     }
 }
 
-/// Writes the im2col rows `(ci, ky, kx)` × tile columns into `col` (`[c_in·kh·kw, ncols]`, zero where padded).
-fn im2col_tile(g: &Geometry, input: &[f32], tile: &[Segment], ncols: usize, col: &mut Vec<f32>) {
+/// Writes the im2col rows `(ci, ky, kx)` × tile columns into `col` (`[c_in·kh·kw, ncols]`, zero where padded);
+/// input channels in parallel when `parallel` (the tile runs alone, with `gemm` threaded inside).
+fn im2col_tile(
+    g: &Geometry,
+    input: &[f32],
+    tile: &[Segment],
+    ncols: usize,
+    col: &mut Vec<f32>,
+    parallel: bool,
+) {
     col.resize(g.k() * ncols, 0.0);
-    for seg in tile {
-        let mut pixel = seg.pixel;
-        let end = seg.pixel + seg.len;
-        while pixel < end {
-            let oy = pixel / g.ow;
-            let ox0 = pixel % g.ow;
-            let ox1 = g.ow.min(ox0 + end - pixel);
-            let dst_col = seg.col + pixel - seg.pixel;
-            im2col_row_run(g, input, seg.image, oy, ox0, ox1, col, ncols, dst_col);
-            pixel += ox1 - ox0;
+    let per_channel = g.kh * g.kw * ncols;
+    let fill = |(ci, rows): (usize, &mut [f32])| {
+        for seg in tile {
+            let mut pixel = seg.pixel;
+            let end = seg.pixel + seg.len;
+            while pixel < end {
+                let oy = pixel / g.ow;
+                let ox0 = pixel % g.ow;
+                let ox1 = g.ow.min(ox0 + end - pixel);
+                let run = RowRun {
+                    image: seg.image,
+                    ci,
+                    oy,
+                    ox0,
+                    ox1,
+                    dst_col: seg.col + pixel - seg.pixel,
+                };
+                im2col_row_run(g, input, &run, rows, ncols);
+                pixel += ox1 - ox0;
+            }
         }
+    };
+    if parallel {
+        col.par_chunks_mut(per_channel).enumerate().for_each(fill);
+    } else {
+        col.chunks_mut(per_channel).enumerate().for_each(fill);
     }
 }
 
-/// im2col of output row `oy`, columns `ox0..ox1` of one image, into `col` at column `dst_col`.
-#[allow(clippy::too_many_arguments)]
-fn im2col_row_run(
-    g: &Geometry,
-    input: &[f32],
+/// Output row `oy`, columns `ox0..ox1` of input channel `ci` of one image, written at column `dst_col`.
+struct RowRun {
     image: usize,
+    ci: usize,
     oy: usize,
     ox0: usize,
     ox1: usize,
-    col: &mut [f32],
-    ncols: usize,
     dst_col: usize,
-) {
-    let len = ox1 - ox0;
-    for ci in 0..g.c_in {
-        let plane = &input[(image * g.c_in + ci) * g.h * g.w..][..g.h * g.w];
-        for ky in 0..g.kh {
-            let iy = (oy * g.stride + ky) as isize - g.pad as isize;
-            for kx in 0..g.kw {
-                let row = (ci * g.kh + ky) * g.kw + kx;
-                let dst = &mut col[row * ncols + dst_col..][..len];
-                if iy < 0 || iy >= g.h as isize {
-                    dst.fill(0.0);
-                    continue;
-                }
-                let src = &plane[iy as usize * g.w..][..g.w];
-                copy_shifted(src, dst, ox0, kx, g.stride, g.pad);
+}
+
+/// im2col of one [`RowRun`] into `rows` (the `kh·kw` rows of channel `ci`, `ncols` apart).
+fn im2col_row_run(g: &Geometry, input: &[f32], run: &RowRun, rows: &mut [f32], ncols: usize) {
+    let len = run.ox1 - run.ox0;
+    let plane = &input[(run.image * g.c_in + run.ci) * g.h * g.w..][..g.h * g.w];
+    for ky in 0..g.kh {
+        let iy = (run.oy * g.stride + ky) as isize - g.pad as isize;
+        for kx in 0..g.kw {
+            let dst = &mut rows[(ky * g.kw + kx) * ncols + run.dst_col..][..len];
+            if iy < 0 || iy >= g.h as isize {
+                dst.fill(0.0);
+                continue;
             }
+            let src = &plane[iy as usize * g.w..][..g.w];
+            copy_shifted(src, dst, run.ox0, kx, g.stride, g.pad);
         }
     }
 }
