@@ -6,7 +6,8 @@ use loraeval::model::kernels::attention::{
     scaled_dot_product_attention, scaled_dot_product_attention_tokens,
 };
 use loraeval::model::kernels::conv::{
-    conv2d_add, conv2d_upsample2x_add, ConvAdd, ConvAlgorithm, PackedConvWeight,
+    conv2d_add, conv2d_norm_add, conv2d_upsample2x_add, ConvAdd, ConvAlgorithm, InputNorm,
+    PackedConvWeight,
 };
 use loraeval::model::kernels::linear::{
     linear, pointwise_conv_from_tokens, pointwise_conv_to_tokens,
@@ -332,6 +333,43 @@ fn upsample_fused_into_conv_matches_upsample_then_conv() {
         let err = relative_error(&got, &want);
         eprintln!("upsample+conv case {i}: {err:.2e}");
         assert!(err < 1e-6, "case {i}: {err}");
+    }
+}
+
+#[test]
+fn group_norm_fused_into_conv_matches_norm_then_conv() {
+    // Direct kernel (normalises while reading) and im2col (normalises first), with and without SiLU, with a
+    // residual and a channel shift; 12 channels in 4 groups, odd sizes.
+    let (batch, c_in, c_out, h, w) = (2, 12, 7, 9, 37);
+    let x = pseudo_random(&[batch, c_in, h, w], 170, 3.0, 0.5);
+    let gamma = pseudo_random(&[c_in], 171, 0.5, 1.0);
+    let beta = random(&[c_in], 172);
+    let weight = random(&[c_out, c_in, 3, 3], 173);
+    let bias = random(&[c_out], 174);
+    let shift = random(&[batch, c_out], 175);
+    let residual = random(&[batch, c_out, h, w], 176);
+    let params = GroupNormParams {
+        groups: 4,
+        eps: 1e-6,
+        weight: &gamma,
+        bias: &beta,
+    };
+    let add = ConvAdd {
+        bias: Some(&bias),
+        channel_shift: Some(&shift),
+        residual: Some(&residual),
+    };
+    let packed = PackedConvWeight::new(&weight).unwrap();
+    for silu in [true, false] {
+        let normed = group_norm(&x, params, silu).unwrap();
+        let want = conv2d_add(&normed, &packed, 1, 1, add, ConvAlgorithm::Im2col(256)).unwrap();
+        for algorithm in [ConvAlgorithm::Direct, ConvAlgorithm::Im2col(64)] {
+            let norm = InputNorm { params, silu };
+            let got = conv2d_norm_add(&x, Some(norm), &packed, 1, 1, add, algorithm).unwrap();
+            let err = relative_error(&got, &want);
+            eprintln!("norm+conv silu {silu} {algorithm:?}: {err:.2e}");
+            assert!(err < 1e-6, "silu {silu} {algorithm:?}: {err}");
+        }
     }
 }
 

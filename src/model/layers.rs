@@ -6,7 +6,8 @@
 //! adapters (see `adapter.rs`); the two parts are kept apart on purpose.
 
 use super::kernels::conv::{
-    conv2d_add, conv2d_upsample2x_add, ConvAdd, ConvAlgorithm, PackedConvWeight,
+    conv2d_add, conv2d_norm_add, conv2d_upsample2x_add, ConvAdd, ConvAlgorithm, InputNorm,
+    PackedConvWeight,
 };
 use super::kernels::{linear, pointwise};
 use candle_core::{DType, Module, Result, Tensor};
@@ -259,6 +260,41 @@ impl Conv2d {
             return Ok(ys);
         }
         self.forward_with_adapters(&nchw()?, ys)
+    }
+
+    /// `forward_add(silu(norm(xs)), channel_shift, residual)`: a resnet's pre-activation and convolution. On the
+    /// fast path the normalised tensor is never stored (the direct kernel normalises its input rows as it reads
+    /// them); the result is the same as normalising first.
+    pub fn forward_normed(
+        &self,
+        xs: &Tensor,
+        norm: &GroupNorm,
+        channel_shift: Option<&Tensor>,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let fast = fast_path(&[xs, &self.weight]) && residual.is_none_or(|r| fast_path(&[r]));
+        if !fast || !self.adapters.is_empty() {
+            return self.forward_add(&norm.forward_silu(xs)?, channel_shift, residual);
+        }
+        let weight = PackedConvWeight::new(&self.weight)?;
+        let add = ConvAdd {
+            bias: self.bias.as_ref(),
+            channel_shift,
+            residual,
+        };
+        let norm = InputNorm {
+            params: norm.params(),
+            silu: true,
+        };
+        conv2d_norm_add(
+            xs,
+            Some(norm),
+            &weight,
+            self.stride,
+            self.padding,
+            add,
+            ConvAlgorithm::Auto,
+        )
     }
 
     /// `forward(upsample_nearest_2x(xs))` (diffusers `Upsample2D`); on the fast path the upsampled tensor is never

@@ -55,8 +55,8 @@ impl ResnetBlock2D {
 
     /// `xs: [B, C_in, H, W]`, `temb: [B, temb_channels]` (ignored when the block has no `time_emb_proj`).
     ///
-    /// GroupNorm and SiLU run as one fused pass (`norm2` in place on `conv1`'s fresh output); the bias, the time
-    /// embedding shift and the shortcut are written into the convolutions' outputs before they accumulate.
+    /// GroupNorm and SiLU are fused into the convolutions that read them (`Conv2d::forward_normed`); the bias, the
+    /// time embedding shift and the shortcut are written into the convolutions' outputs before they accumulate.
     pub fn forward(&self, xs: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
         let shift = match (&self.time_emb_proj, temb) {
             (Some(proj), Some(temb)) => Some(proj.forward(&temb.silu()?)?),
@@ -64,13 +64,13 @@ impl ResnetBlock2D {
         };
         let hidden = self
             .conv1
-            .forward_add(&self.norm1.forward_silu(xs)?, shift.as_ref(), None)?;
-        let hidden = self.norm2.forward_in_place(hidden, true)?;
+            .forward_normed(xs, &self.norm1, shift.as_ref(), None)?;
         let shortcut = match &self.conv_shortcut {
             Some(conv) => conv.forward(xs)?,
             None => xs.clone(),
         };
-        self.conv2.forward_add(&hidden, None, Some(&shortcut))
+        self.conv2
+            .forward_normed(&hidden, &self.norm2, None, Some(&shortcut))
     }
 }
 

@@ -13,7 +13,8 @@ use candle_core::Tensor;
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::direct::{self, DirectShape};
+use super::direct::{self, DirectIo, DirectShape};
+use super::pointwise::{self, GroupNormParams};
 use super::storage::{
     check_f32, dims, tensor_from_vec, threads, with_f32_slice, KernelError, SharedMut,
 };
@@ -146,11 +147,53 @@ pub fn conv2d_add(
     add: ConvAdd,
     algorithm: ConvAlgorithm,
 ) -> candle_core::Result<Tensor> {
+    conv2d_norm_add(input, None, weight, stride, padding, add, algorithm)
+}
+
+/// A GroupNorm (optionally followed by SiLU) applied to a convolution's input.
+#[derive(Debug, Clone, Copy)]
+pub struct InputNorm<'a> {
+    pub params: GroupNormParams<'a>,
+    pub silu: bool,
+}
+
+/// `conv(silu(group_norm(input))) + add` (SiLU when `norm.silu`): the pre-activation of every resnet
+/// convolution. With the direct kernel the normalisation is applied while each task copies its input rows (only the
+/// statistics take a pass of their own, and the normalised tensor is never stored); otherwise the input is
+/// normalised first.
+pub fn conv2d_norm_add(
+    input: &Tensor,
+    norm: Option<InputNorm>,
+    weight: &PackedConvWeight,
+    stride: usize,
+    padding: usize,
+    add: ConvAdd,
+    algorithm: ConvAlgorithm,
+) -> candle_core::Result<Tensor> {
     if !input.device().is_cpu() {
-        return candle_fallback(input, weight, stride, padding, add);
+        let normed = match norm {
+            Some(n) => Some(pointwise::group_norm(input, n.params, n.silu)?),
+            None => None,
+        };
+        return candle_fallback(
+            normed.as_ref().unwrap_or(input),
+            weight,
+            stride,
+            padding,
+            add,
+        );
     }
     check_f32(OP, input)?;
     let geometry = geometry(input, weight, stride, padding)?;
+    let direct = use_direct(&geometry, algorithm);
+    if let (Some(n), None) = (norm, direct) {
+        let normed = pointwise::group_norm(input, n.params, n.silu)?;
+        return conv2d_norm_add(&normed, None, weight, stride, padding, add, algorithm);
+    }
+    let transform = match norm {
+        Some(n) => Some((pointwise::group_norm_affines(input, n.params)?, n.silu)),
+        None => None,
+    };
     let bias = image_channel_bias(&geometry, add)?;
     let out_dims = [geometry.batch, geometry.c_out, geometry.oh, geometry.ow];
     let mut out = vec![0f32; geometry.batch * geometry.c_out * geometry.out_pixels()];
@@ -173,7 +216,6 @@ pub fn conv2d_add(
             Some(residual) => with_f32_slice(residual, |r| body(Some(r))),
             None => body(None),
         };
-    let direct = use_direct(&geometry, algorithm);
     let tile_cols = match algorithm {
         ConvAlgorithm::Im2col(tile) => tile.max(1),
         _ => DEFAULT_TILE_COLS,
@@ -182,7 +224,14 @@ pub fn conv2d_add(
         with_f32_slice(input, |input| {
             with_f32_slice(&weight.weight, |weight| {
                 if let Some(shape) = direct {
-                    direct::conv2d_direct(&shape, input, weight, &bias, residual, &mut out);
+                    let io = DirectIo {
+                        input,
+                        weight,
+                        bias: &bias,
+                        residual,
+                        transform: transform.as_ref().map(|(a, silu)| (a.as_slice(), *silu)),
+                    };
+                    direct::conv2d_direct(&shape, io, &mut out);
                     return Ok(());
                 }
                 let init = OutputInit {
@@ -274,7 +323,14 @@ pub fn conv2d_upsample2x_add(
     let mut out = vec![0f32; batch * g.c_out * g.out_pixels()];
     with_f32_slice(input, |input| {
         with_f32_slice(&weight.weight, |weight| {
-            direct::conv2d_direct(&shape, input, weight, &bias, None, &mut out);
+            let io = DirectIo {
+                input,
+                weight,
+                bias: &bias,
+                residual: None,
+                transform: None,
+            };
+            direct::conv2d_direct(&shape, io, &mut out);
             Ok(())
         })
     })?;

@@ -19,6 +19,24 @@
 #[cfg(target_arch = "x86_64")]
 pub(crate) use imp::{available, conv2d_direct};
 
+use super::pointwise::Affine;
+
+/// The data of one direct convolution call.
+#[derive(Clone, Copy)]
+pub(crate) struct DirectIo<'a> {
+    /// `[batch, c_in, h, w]` (half size when upsampling).
+    pub input: &'a [f32],
+    /// `[c_out, c_in, kh, kw]`.
+    pub weight: &'a [f32],
+    /// `[batch · c_out]`: bias plus channel shift per image.
+    pub bias: &'a [f32],
+    /// `[batch, c_out, oh, ow]`, added to the output.
+    pub residual: Option<&'a [f32]>,
+    /// Applied to the input as it is read: one affine per (image, input channel), `[batch · c_in]` (a GroupNorm),
+    /// then SiLU when the flag is set. Padding stays zero, as when the convolution pads the normalised tensor.
+    pub transform: Option<(&'a [Affine], bool)>,
+}
+
 /// Output pixels per micro-kernel panel (4 zmm vectors of 16 lanes).
 pub(crate) const PANEL: usize = 64;
 /// Output channels per micro-kernel block.
@@ -79,7 +97,8 @@ mod imp {
 
     use rayon::prelude::*;
 
-    use super::{DirectShape, CO_BLOCK, PANEL};
+    use super::{DirectIo, DirectShape, CO_BLOCK, PANEL};
+    use crate::model::kernels::pointwise::Affine;
     use crate::model::kernels::storage::SharedMut;
 
     /// Whether this CPU can run the direct kernel.
@@ -91,15 +110,19 @@ mod imp {
     /// (+ residual[b, co, oy, ox])`, for `out` of `batch·c_out·oh·ow` values, every one of which is written.
     ///
     /// Callers must check [`available`] first.
-    pub(crate) fn conv2d_direct(
-        s: &DirectShape,
-        input: &[f32],
-        weight: &[f32],
-        bias: &[f32],
-        residual: Option<&[f32]>,
-        out: &mut [f32],
-    ) {
+    pub(crate) fn conv2d_direct(s: &DirectShape, io: DirectIo, out: &mut [f32]) {
+        let DirectIo {
+            input,
+            weight,
+            bias,
+            residual,
+            transform,
+        } = io;
         assert!(available(), "conv2d_direct needs AVX-512F");
+        if let Some((affines, _)) = transform {
+            assert!(!s.upsample);
+            assert_eq!(affines.len(), s.batch * s.c_in);
+        }
         let (sh, sw) = s.stored_hw();
         assert!(!s.upsample || (s.h.is_multiple_of(2) && s.w.is_multiple_of(2)));
         assert_eq!(input.len(), s.batch * s.c_in * sh * sw);
@@ -121,6 +144,7 @@ mod imp {
                 packed: &packed,
                 bias: &bias[image * s.c_out..][..s.c_out],
                 residual,
+                transform: transform.map(|(a, silu)| (&a[image * s.c_in..][..s.c_in], silu)),
                 out,
             };
             BAND.with(|band| {
@@ -238,6 +262,8 @@ mod imp {
         packed: &'a [f32],
         bias: &'a [f32],
         residual: Option<&'a [f32]>,
+        /// The image's input transform, one affine per input channel (see [`DirectIo::transform`]).
+        transform: Option<(&'a [Affine], bool)>,
         out: SharedMut,
     }
 
@@ -284,6 +310,8 @@ mod imp {
                         for (pair, &v) in dst.chunks_mut(2).zip(src) {
                             pair.fill(v);
                         }
+                    } else if let Some((affines, silu)) = self.transform {
+                        affines[ci].apply(&plane[y * s.w..][..len], dst, silu);
                     } else {
                         dst.copy_from_slice(&plane[y * s.w..][..len]);
                     }
@@ -455,13 +483,6 @@ pub(crate) fn available() -> bool {
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-pub(crate) fn conv2d_direct(
-    _: &DirectShape,
-    _: &[f32],
-    _: &[f32],
-    _: &[f32],
-    _: Option<&[f32]>,
-    _: &mut [f32],
-) {
+pub(crate) fn conv2d_direct(_: &DirectShape, _: DirectIo, _: &mut [f32]) {
     unreachable!("conv2d_direct is only called when available() is true")
 }

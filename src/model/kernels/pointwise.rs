@@ -72,12 +72,46 @@ pub fn group_norm_in_place(
     })
 }
 
-/// `(x − mean) · a + b` per channel with the channel's `(mean, a, b)`.
-#[derive(Debug, Clone, Copy)]
-struct Affine {
-    mean: f32,
-    scale: f32,
-    shift: f32,
+/// `(x − mean) · scale + shift` for one channel: a GroupNorm with its affine transform, resolved per channel.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Affine {
+    pub mean: f32,
+    pub scale: f32,
+    pub shift: f32,
+}
+
+impl Affine {
+    /// `dst = f(src)` with `f = (x − mean) · scale + shift`, then SiLU when `silu` (vectorised).
+    pub fn apply(&self, src: &[f32], dst: &mut [f32], silu: bool) {
+        affine(src, dst, *self, silu)
+    }
+}
+
+/// The GroupNorm of `x: [N, C, …]` resolved to one [`Affine`] per (image, channel), `[N·C]`: the statistics pass
+/// of [`group_norm`] without writing the normalised tensor, for kernels that apply it while reading `x`.
+pub fn group_norm_affines(x: &Tensor, params: GroupNormParams) -> candle_core::Result<Vec<Affine>> {
+    const OP: &str = "group_norm_affines";
+    check_f32(OP, x)?;
+    let shape = GroupShape::of(OP, x, &params)?;
+    let (gamma, beta) = (vector_values(params.weight)?, vector_values(params.bias)?);
+    let cpg = shape.channels_per_group();
+    let mut affines = vec![Affine::default(); x.dim(0)? * shape.channels];
+    with_f32_slice(x, |src| {
+        affines
+            .par_chunks_mut(cpg.max(1))
+            .enumerate()
+            .for_each(|(block, out)| {
+                let values = &src[block * shape.block_len()..][..shape.block_len()];
+                let stats = block_stats(values, params.eps);
+                let mut i = 0;
+                shape.normalize(block, stats, &gamma, &beta, |_, a| {
+                    out[i] = a;
+                    i += 1;
+                });
+            });
+        Ok(())
+    })?;
+    Ok(affines)
 }
 
 /// Layout of a GroupNorm input: `batch × groups` contiguous blocks of `channels_per_group × pixels` values.
