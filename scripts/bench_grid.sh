@@ -31,15 +31,15 @@ import json, sys
 m = json.load(open(sys.argv[1]))
 for c in m['cells']:
     p = c['params']
-    print('\t'.join(str(p[k]) for k in ('prompt', 'negative', 'seed', 'steps', 'cfg', 'sampler', 'width', 'height')))
+    print('\x1f'.join(str(p[k]) for k in ('prompt', 'negative', 'seed', 'steps', 'cfg', 'sampler', 'width', 'height')))
 " "$out/grid/grid.json")
 n=0
 start=$(date +%s.%N)
-while IFS=$'\t' read -r prompt negative seed steps cfg sampler width height; do
+while IFS=$'\x1f' read -r prompt negative seed steps cfg sampler width height; do
     n=$((n + 1))
-    "$BIN" generate --model "$model" "${lora_dir[@]}" --prompt "$prompt" --negative "$negative" --seed "$seed" \
+    "$BIN" generate --model "$model" ${lora_dir[@]+"${lora_dir[@]}"} --prompt "$prompt" --negative "$negative" --seed "$seed" \
         --steps "$steps" --cfg "$cfg" --sampler "$sampler" --width "$width" --height "$height" \
-        --out "$out/generate-$n.png" 2>/dev/null
+        --out "$out/generate-$n.png" 2>>"$out/generate.log"
 done <<<"$cells"
 generate_s=$(echo "$(date +%s.%N) - $start" | bc)
 echo "load after: $(uptime)"

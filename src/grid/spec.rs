@@ -16,7 +16,9 @@ use super::GridError;
 pub struct GridSpec {
     /// A sentence shown in the file list (not used otherwise).
     pub description: Option<String>,
+    /// Base model (relative to this spec's folder).
     pub model: Option<PathBuf>,
+    /// Folder of a training run's LoRA files (relative to this spec's folder).
     pub lora_dir: Option<PathBuf>,
     pub lora_name: Option<String>,
     /// Axes as on the command line: `epochs`, `0.4,0.6,0.8,1.0`, `steps:10-30 (+10)`, …
@@ -68,12 +70,14 @@ fn read_text(path: &Path) -> Result<String, GridError> {
 }
 
 impl GridSpec {
-    /// Reads a spec file; a relative `prompts` path is made relative to the spec's folder.
+    /// Reads a spec file; relative `prompts`, `model` and `lora_dir` paths are made relative to the spec's folder.
     pub fn read(path: &Path) -> Result<GridSpec, GridError> {
         let mut spec: GridSpec = from_yaml(&read_text(path)?, path)?;
-        if let (Some(prompts), Some(folder)) = (&spec.prompts, path.parent()) {
-            if prompts.is_relative() {
-                spec.prompts = Some(folder.join(prompts));
+        if let Some(folder) = path.parent() {
+            for entry in [&mut spec.prompts, &mut spec.model, &mut spec.lora_dir] {
+                if let Some(relative) = entry.as_ref().filter(|p| p.is_relative()) {
+                    *entry = Some(folder.join(relative));
+                }
             }
         }
         Ok(spec)
