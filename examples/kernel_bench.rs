@@ -1,11 +1,12 @@
 //! Times `model::kernels` (conv2d, fused attention) against candle's ops on the SD1.5 shapes of docs/perf.md.
 //!
-//! `cargo run --release --example kernel_bench [-- FILTER] [--reps N] [--tile COLS | --direct] [--blocks BQ,BK]
-//! [--ours]`
+//! `cargo run --release --example kernel_bench [-- FILTER] [--reps N] [--tile COLS | --direct | --winograd]
+//! [--blocks BQ,BK] [--ours]`
 //! prints one line per op: best of N runs after a warm-up, ms and GFLOP/s, with the 1-minute load average read
 //! before each measurement (the development machine is shared, so compare only lines taken at low load).
 //! `--ours` skips the candle baselines; `--tile`/`--blocks` override the kernels' tile sizes for tuning; `--tile`
-//! forces the im2col convolution, `--direct` the direct AVX-512 one (default: the automatic choice).
+//! forces the im2col convolution, `--direct` the direct AVX-512 one, `--winograd` the Winograd one (default: the
+//! automatic choice). Conv GFLOP/s always count the direct method's FLOPs (`2·9·c_in` per output value).
 //! Compare with `scripts/bench_ops_torch.py` (PyTorch, same shapes).
 //!
 //! `--model unet|vae --size PIXELS` instead times whole SD1.5 models with random weights (UNet: one CFG step,
@@ -32,6 +33,7 @@ struct Options {
     reps: usize,
     tile: Option<usize>,
     direct: bool,
+    winograd: bool,
     blocks: (usize, usize),
     ours_only: bool,
     model: Option<String>,
@@ -44,6 +46,7 @@ fn parse_options() -> Result<Options> {
         reps: 3,
         tile: None,
         direct: false,
+        winograd: false,
         blocks: (DEFAULT_QUERY_BLOCK, DEFAULT_KEY_BLOCK),
         ours_only: false,
         model: None,
@@ -55,6 +58,7 @@ fn parse_options() -> Result<Options> {
             "--reps" => options.reps = args.next().unwrap_or_default().parse()?,
             "--tile" => options.tile = Some(args.next().unwrap_or_default().parse()?),
             "--direct" => options.direct = true,
+            "--winograd" => options.winograd = true,
             "--blocks" => {
                 let value = args.next().unwrap_or_default();
                 let (bq, bk) = value.split_once(',').unwrap_or(("64", "256"));
@@ -142,12 +146,17 @@ fn bench_conv(options: &Options, batch: usize, channels: usize, size: usize) -> 
     let t = best_ms(options.reps, || {
         Ok(match options.tile {
             Some(tile) => conv2d_with_tile(&x, &packed, Some(&b), 1, 1, tile)?,
-            None if options.direct => {
+            None if options.direct || options.winograd => {
                 let add = ConvAdd {
                     bias: Some(&b),
                     ..ConvAdd::default()
                 };
-                conv2d_add(&x, &packed, 1, 1, add, ConvAlgorithm::Direct)?
+                let algorithm = if options.winograd {
+                    ConvAlgorithm::Winograd
+                } else {
+                    ConvAlgorithm::Direct
+                };
+                conv2d_add(&x, &packed, 1, 1, add, algorithm)?
             }
             None => conv2d(&x, &packed, Some(&b), 1, 1)?,
         })

@@ -189,39 +189,85 @@ fn conv2d_matches_candle_on_odd_shapes() {
     }
 }
 
-#[test]
-fn direct_kernel_matches_candle_on_odd_shapes() {
-    // Every stride-1 case through the direct kernel (AVX-512 CPUs; elsewhere `Direct` falls back to im2col), plus
-    // a 5×5 kernel with padding 2 and a wide image whose rows span several 64-pixel panels.
-    let extra = [
-        Case {
-            batch: 2,
-            c_in: 5,
-            c_out: 13,
-            h: 10,
-            w: 21,
-            kernel: 5,
-            stride: 1,
-            padding: 2,
-            bias: true,
-        },
-        Case {
-            batch: 1,
-            c_in: 9,
-            c_out: 7,
-            h: 6,
-            w: 150,
-            kernel: 3,
-            stride: 1,
-            padding: 1,
-            bias: true,
-        },
-    ];
-    for (i, case) in CASES.iter().chain(&extra).enumerate() {
+/// Stride-1 cases for the direct and Winograd kernels beyond `CASES`: a 5×5 kernel with padding 2, a wide image
+/// whose rows span several 64-pixel panels, and for Winograd odd heights/widths (partial 2×2 tiles), a row of
+/// 19 tiles (a run of 16 and one of 3), 70 input channels (two passes of 64), 1×1 and 1×N images.
+const STRIDE_1_EXTRA: &[Case] = &[
+    Case {
+        batch: 2,
+        c_in: 5,
+        c_out: 13,
+        h: 10,
+        w: 21,
+        kernel: 5,
+        stride: 1,
+        padding: 2,
+        bias: true,
+    },
+    Case {
+        batch: 1,
+        c_in: 9,
+        c_out: 7,
+        h: 6,
+        w: 150,
+        kernel: 3,
+        stride: 1,
+        padding: 1,
+        bias: true,
+    },
+    Case {
+        batch: 2,
+        c_in: 70,
+        c_out: 13,
+        h: 7,
+        w: 37,
+        kernel: 3,
+        stride: 1,
+        padding: 1,
+        bias: true,
+    },
+    Case {
+        batch: 3,
+        c_in: 4,
+        c_out: 50,
+        h: 1,
+        w: 1,
+        kernel: 3,
+        stride: 1,
+        padding: 1,
+        bias: false,
+    },
+    Case {
+        batch: 1,
+        c_in: 6,
+        c_out: 6,
+        h: 1,
+        w: 33,
+        kernel: 3,
+        stride: 1,
+        padding: 1,
+        bias: true,
+    },
+    Case {
+        batch: 2,
+        c_in: 130,
+        c_out: 100,
+        h: 32,
+        w: 32,
+        kernel: 3,
+        stride: 1,
+        padding: 1,
+        bias: true,
+    },
+];
+
+fn check_stride_1_kernel(algorithm: ConvAlgorithm, seed: u64) {
+    // AVX-512 CPUs only; elsewhere `Direct`/`Winograd` fall back to im2col.
+    for (i, case) in CASES.iter().chain(STRIDE_1_EXTRA).enumerate() {
         if case.stride != 1 {
             continue;
         }
-        let seed = 300 + i as u64;
+        let seed = seed + 10 * i as u64;
         let x = pseudo_random(&[case.batch, case.c_in, case.h, case.w], seed);
         let w = pseudo_random(&[case.c_out, case.c_in, case.kernel, case.kernel], seed + 1);
         let b = case.bias.then(|| pseudo_random(&[case.c_out], seed + 2));
@@ -233,11 +279,21 @@ fn direct_kernel_matches_candle_on_odd_shapes() {
             ..ConvAdd::default()
         };
         let packed = PackedConvWeight::new(&w).unwrap();
-        let got = conv2d_add(&x, &packed, 1, case.padding, add, ConvAlgorithm::Direct).unwrap();
+        let got = conv2d_add(&x, &packed, 1, case.padding, add, algorithm).unwrap();
         let err = relative_error(&got, &(want + &residual).unwrap());
-        eprintln!("direct case {i}: relative error {err:.2e}");
-        assert!(err <= 1e-5, "direct case {i}: relative error {err}");
+        eprintln!("{algorithm:?} case {i}: relative error {err:.2e}");
+        assert!(err <= 1e-5, "{algorithm:?} case {i}: relative error {err}");
     }
+}
+
+#[test]
+fn direct_kernel_matches_candle_on_odd_shapes() {
+    check_stride_1_kernel(ConvAlgorithm::Direct, 300);
+}
+
+#[test]
+fn winograd_kernel_matches_candle_on_odd_shapes() {
+    check_stride_1_kernel(ConvAlgorithm::Winograd, 700);
 }
 
 #[test]

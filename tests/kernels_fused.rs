@@ -338,7 +338,7 @@ fn upsample_fused_into_conv_matches_upsample_then_conv() {
 
 #[test]
 fn group_norm_fused_into_conv_matches_norm_then_conv() {
-    // Direct kernel (normalises while reading) and im2col (normalises first), with and without SiLU, with a
+    // Direct and Winograd kernels (normalise while reading) and im2col (normalises first), with and without SiLU, with a
     // residual and a channel shift; 12 channels in 4 groups, odd sizes.
     let (batch, c_in, c_out, h, w) = (2, 12, 7, 9, 37);
     let x = pseudo_random(&[batch, c_in, h, w], 170, 3.0, 0.5);
@@ -363,7 +363,11 @@ fn group_norm_fused_into_conv_matches_norm_then_conv() {
     for silu in [true, false] {
         let normed = group_norm(&x, params, silu).unwrap();
         let want = conv2d_add(&normed, &packed, 1, 1, add, ConvAlgorithm::Im2col(256)).unwrap();
-        for algorithm in [ConvAlgorithm::Direct, ConvAlgorithm::Im2col(64)] {
+        for algorithm in [
+            ConvAlgorithm::Direct,
+            ConvAlgorithm::Winograd,
+            ConvAlgorithm::Im2col(64),
+        ] {
             let norm = InputNorm { params, silu };
             let got = conv2d_norm_add(&x, Some(norm), &packed, 1, 1, add, algorithm).unwrap();
             let err = relative_error(&got, &want);

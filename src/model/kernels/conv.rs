@@ -18,6 +18,7 @@ use super::pointwise::{self, GroupNormParams};
 use super::storage::{
     check_f32, dims, tensor_from_vec, threads, with_f32_slice, KernelError, SharedMut,
 };
+use super::winograd;
 
 const OP: &str = "conv2d";
 
@@ -131,6 +132,9 @@ pub enum ConvAlgorithm {
     Im2col(usize),
     /// The direct kernel whenever the CPU has AVX-512F and the convolution is stride 1 (any width); for tests.
     Direct,
+    /// The Winograd F(2×2, 3×3) kernel (`winograd.rs`) whenever the CPU has AVX-512F and the convolution is 3×3,
+    /// stride 1, padding 1 (any width); the direct kernel for other stride-1 convolutions; for tests.
+    Winograd,
 }
 
 /// Narrowest output rows the direct kernel takes in [`ConvAlgorithm::Auto`]: it computes `kw − 1` discarded
@@ -224,7 +228,7 @@ pub fn conv2d_norm_add(
     with_residual(&mut |residual| {
         with_f32_slice(input, |input| {
             with_f32_slice(&weight.weight, |weight| {
-                if let Some(shape) = direct {
+                if let Some((shape, kernel)) = direct {
                     let io = DirectIo {
                         input,
                         weight,
@@ -232,7 +236,7 @@ pub fn conv2d_norm_add(
                         residual,
                         transform: transform.as_ref().map(|(a, silu)| (a.as_slice(), *silu)),
                     };
-                    direct::conv2d_direct(&shape, io, &mut out);
+                    run_in_place(&shape, kernel, io, &mut out);
                     return Ok(());
                 }
                 let init = OutputInit {
@@ -247,14 +251,21 @@ pub fn conv2d_norm_add(
     tensor_from_vec(out, &out_dims)
 }
 
-/// The direct kernel's shape when `algorithm` and the CPU allow it for this convolution.
-fn use_direct(g: &Geometry, algorithm: ConvAlgorithm) -> Option<DirectShape> {
-    let wanted = match algorithm {
-        ConvAlgorithm::Auto => g.ow >= DIRECT_MIN_WIDTH && !g.is_pointwise(),
-        ConvAlgorithm::Direct => true,
-        ConvAlgorithm::Im2col(_) => false,
-    };
-    (wanted && g.stride == 1 && direct::available()).then_some(DirectShape {
+/// The stride-1 kernels that work on the image in place (no im2col matrix).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InPlaceKernel {
+    /// `direct.rs` (AVX-512F): any kernel size.
+    Direct,
+    /// `winograd.rs` (AVX2 + FMA): 3×3, padding 1, 2.25× fewer multiplies.
+    Winograd,
+}
+
+/// The in-place kernel's shape and choice when `algorithm` and the CPU allow one for this convolution.
+fn use_direct(g: &Geometry, algorithm: ConvAlgorithm) -> Option<(DirectShape, InPlaceKernel)> {
+    if g.stride != 1 {
+        return None;
+    }
+    let shape = DirectShape {
         batch: g.batch,
         c_in: g.c_in,
         h: g.h,
@@ -264,7 +275,35 @@ fn use_direct(g: &Geometry, algorithm: ConvAlgorithm) -> Option<DirectShape> {
         kw: g.kw,
         pad: g.pad,
         upsample: false,
-    })
+    };
+    let auto_allows = g.ow >= DIRECT_MIN_WIDTH && !g.is_pointwise();
+    choose_kernel(&shape, algorithm, auto_allows).map(|kernel| (shape, kernel))
+}
+
+/// Which in-place kernel runs `shape` (stride 1) under `algorithm`; `auto_allows`: whether
+/// [`ConvAlgorithm::Auto`] may use one at all (wide enough rows, not 1×1).
+fn choose_kernel(
+    shape: &DirectShape,
+    algorithm: ConvAlgorithm,
+    auto_allows: bool,
+) -> Option<InPlaceKernel> {
+    let winograd =
+        (winograd::supports(shape) && winograd::available()).then_some(InPlaceKernel::Winograd);
+    let direct = direct::available().then_some(InPlaceKernel::Direct);
+    match algorithm {
+        ConvAlgorithm::Im2col(_) => None,
+        ConvAlgorithm::Direct => direct,
+        ConvAlgorithm::Winograd => winograd.or(direct),
+        ConvAlgorithm::Auto => winograd.or(direct).filter(|_| auto_allows),
+    }
+}
+
+/// Runs a convolution with the in-place kernel chosen by [`choose_kernel`].
+fn run_in_place(shape: &DirectShape, kernel: InPlaceKernel, io: DirectIo, out: &mut [f32]) {
+    match kernel {
+        InPlaceKernel::Winograd => winograd::conv2d_winograd(shape, io, out),
+        InPlaceKernel::Direct => direct::conv2d_direct(shape, io, out),
+    }
 }
 
 /// `conv(upsample_nearest_2x(input)) + add`: diffusers `Upsample2D` (nearest ×2, then a stride-1 convolution)
@@ -299,14 +338,13 @@ pub fn conv2d_upsample2x_add(
         pad: padding,
         upsample: true,
     };
-    let usable = c_in == weight.in_channels
+    let fits = c_in == weight.in_channels
         && 2 * h + 2 * padding >= shape.kh
-        && 2 * w + 2 * padding >= shape.kw
-        && shape.ow() >= DIRECT_MIN_WIDTH
-        && direct::available();
-    if !usable {
+        && 2 * w + 2 * padding >= shape.kw;
+    let kernel = choose_kernel(&shape, ConvAlgorithm::Auto, shape.ow() >= DIRECT_MIN_WIDTH);
+    let Some(kernel) = kernel.filter(|_| fits) else {
         return fallback();
-    }
+    };
     let g = Geometry {
         batch,
         c_in,
@@ -331,7 +369,7 @@ pub fn conv2d_upsample2x_add(
                 residual: None,
                 transform: None,
             };
-            direct::conv2d_direct(&shape, io, &mut out);
+            run_in_place(&shape, kernel, io, &mut out);
             Ok(())
         })
     })?;

@@ -17,7 +17,7 @@
 //! `conv.rs` keeps its im2col + `gemm` path).
 
 #[cfg(target_arch = "x86_64")]
-pub(crate) use imp::{available, conv2d_direct};
+pub(crate) use imp::{available, conv2d_direct, micro_kernel};
 
 use super::pointwise::Affine;
 
@@ -445,7 +445,7 @@ mod imp {
     /// channel of the pass; planes `plane` apart).
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn micro_kernel(
+    pub(crate) unsafe fn micro_kernel(
         input: *const f32,
         plane: usize,
         c_in: usize,

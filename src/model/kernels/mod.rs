@@ -12,5 +12,6 @@ pub mod linear;
 pub mod pointwise;
 mod simd;
 mod storage;
+mod winograd;
 
 pub use storage::KernelError;

@@ -1,0 +1,565 @@
+//! Winograd F(2×2, 3×3) convolution (stride 1, padding 1, NCHW f32) with AVX-512: 16 multiplies per 2×2 output
+//! tile instead of 36, so 2.25× fewer FLOPs than the direct kernel on the 3×3 convolutions that dominate SD1.5.
+//!
+//! With `d` a 4×4 input patch, `g` a 3×3 filter and `Y` the 2×2 output tile (Lavin & Gray 2015):
+//! `Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A`, summed over input channels before the output transform, with
+//! `Bᵀ = [[1,0,−1,0],[0,1,1,0],[0,−1,1,0],[0,1,0,−1]]`, `G = [[1,0,0],[½,½,½],[½,−½,½],[0,0,1]]`,
+//! `Aᵀ = [[1,1,1,0],[0,1,−1,−1]]`. Every transform is adds and halvings, so the rounding stays that of a plain
+//! sum (the filter transform is exact up to one rounding per sum; no F(4×4) constants like 1/6 or 4).
+//!
+//! Tiles are handled in *runs* of 16 horizontally adjacent tiles of one tile row (one zmm lane per tile). A task
+//! takes a *panel* of up to 4 runs (64 tiles) and a range of output channels:
+//! 1. input transform: for every input channel, the 4 input rows under a run are copied (zero padding, GroupNorm
+//!    and SiLU or ×2 nearest upsampling applied as in the direct kernel), split into even/odd columns and combined
+//!    into the 16 values `V[ξ][c][tile]` (ξ = 4i + j);
+//! 2. for each of the 16 ξ a matrix product `M[ξ][k][tile] = Σ_c U[ξ][k][c]·V[ξ][c][tile]` by a
+//!    register-blocked micro-kernel over 6 output channels (filters transformed once per call into
+//!    `U[ξ][k/6][c][6]`), input channels in L1-sized passes;
+//! 3. output transform of `M` into 2×2 tiles, plus bias / channel shift / residual, masked stores.
+//!
+//! The products run on AVX-512F when the CPU has it (the direct kernel's 64 × 6 micro-kernel) and on AVX2 + FMA
+//! otherwise (16 × 6); the transforms are plain Rust compiled for the same instruction set. Only compiled in on
+//! x86-64 and only used when the CPU has AVX2 and FMA ([`available`]).
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) use imp::{available, conv2d_winograd};
+
+use super::direct::DirectShape;
+
+/// Whether the Winograd kernel computes this convolution: 3×3, padding 1 (stride 1 is implied by `DirectShape`).
+pub(crate) fn supports(s: &DirectShape) -> bool {
+    s.kh == 3 && s.kw == 3 && s.pad == 1
+}
+
+/// Tiles per run (one zmm lane each).
+const RUN: usize = 16;
+/// Runs per panel: a panel is the micro-kernel's 64 positions.
+const RUNS_PER_PANEL: usize = 4;
+
+/// 16 horizontally adjacent output tiles (`count` ≤ 16 of them real) of one tile row of one image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TileRun {
+    pub image: usize,
+    pub tile_row: usize,
+    pub first_tile: usize,
+    pub count: usize,
+}
+
+/// Every run of a call, image by image, tile row by tile row.
+pub(crate) fn tile_runs(s: &DirectShape) -> Vec<TileRun> {
+    let (tiles_h, tiles_w) = (s.oh().div_ceil(2), s.ow().div_ceil(2));
+    let mut runs = Vec::new();
+    for image in 0..s.batch {
+        for tile_row in 0..tiles_h {
+            for first_tile in (0..tiles_w).step_by(RUN) {
+                runs.push(TileRun {
+                    image,
+                    tile_row,
+                    first_tile,
+                    count: RUN.min(tiles_w - first_tile),
+                });
+            }
+        }
+    }
+    runs
+}
+
+/// `G g Gᵀ` of one 3×3 filter (row-major `g[ky·3 + kx]`), row-major 4×4.
+pub(crate) fn transform_filter(g: &[f32]) -> [f32; 16] {
+    // t = G g: 4 rows of 3.
+    let mut t = [[0f32; 3]; 4];
+    for x in 0..3 {
+        let (g0, g1, g2) = (g[x], g[3 + x], g[6 + x]);
+        t[0][x] = g0;
+        t[1][x] = 0.5 * (g0 + g1 + g2);
+        t[2][x] = 0.5 * (g0 - g1 + g2);
+        t[3][x] = g2;
+    }
+    let mut u = [0f32; 16];
+    for (i, row) in t.iter().enumerate() {
+        let [r0, r1, r2] = *row;
+        u[4 * i] = r0;
+        u[4 * i + 1] = 0.5 * (r0 + r1 + r2);
+        u[4 * i + 2] = 0.5 * (r0 - r1 + r2);
+        u[4 * i + 3] = r2;
+    }
+    u
+}
+
+#[cfg(target_arch = "x86_64")]
+mod imp {
+    use std::arch::x86_64::*;
+
+    use rayon::prelude::*;
+
+    use super::{tile_runs, transform_filter, TileRun, RUN, RUNS_PER_PANEL};
+    use crate::model::kernels::direct::{micro_kernel, DirectIo, DirectShape, CO_BLOCK, PANEL};
+    use crate::model::kernels::storage::SharedMut;
+
+    /// Output-channel blocks whose `M` is computed before its output transform (`M` chunk: 16 × 48 × 64 floats,
+    /// 196 KiB, stays in L2).
+    const BLOCKS_PER_CHUNK: usize = 8;
+    /// Input channels per pass of the micro-kernel (their `V` rows for one ξ: 64 × 64 floats = 16 KiB, in L1).
+    const CHANNELS_PER_PASS: usize = 64;
+    /// Floats per row of the input-transform scratch (34 used: 2·16 tiles + 2 columns of overlap).
+    const ROW: usize = 48;
+
+    /// Whether this CPU can run the Winograd kernel (AVX2 + FMA; AVX-512F is used when present).
+    pub(crate) fn available() -> bool {
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    }
+
+    /// 16 floats on a 64-byte boundary: the element of the scratch buffers, so `M` can be used in place as the
+    /// AVX-512 micro-kernel's `[__m512; 24]` accumulators.
+    #[derive(Clone, Copy)]
+    #[repr(C, align(64))]
+    struct Vector([f32; 16]);
+
+    thread_local! {
+        /// Per-thread `V` and `M` buffers, reused across calls.
+        static SCRATCH: std::cell::RefCell<(Vec<Vector>, Vec<Vector>)> =
+            const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+    }
+
+    /// `buffer` with room for at least `floats` floats; returns its start. Old contents are kept (callers write
+    /// everything they read, except lanes whose results are never stored).
+    fn scratch(buffer: &mut Vec<Vector>, floats: usize) -> *mut f32 {
+        let vectors = floats.div_ceil(16);
+        if buffer.len() < vectors {
+            buffer.resize(vectors, Vector([0.0; 16]));
+        }
+        buffer.as_mut_ptr() as *mut f32
+    }
+
+    /// Same contract as `direct::conv2d_direct` for 3×3, padding-1 convolutions (`super::supports`).
+    /// Callers must check [`available`] first.
+    pub(crate) fn conv2d_winograd(s: &DirectShape, io: DirectIo, out: &mut [f32]) {
+        assert!(super::supports(s), "conv2d_winograd takes 3×3, padding 1");
+        assert!(available(), "conv2d_winograd needs AVX2 and FMA");
+        let (sh, sw) = s.stored_hw();
+        assert!(!s.upsample || (s.h.is_multiple_of(2) && s.w.is_multiple_of(2)));
+        assert!(!s.upsample || io.transform.is_none());
+        assert_eq!(io.input.len(), s.batch * s.c_in * sh * sw);
+        assert_eq!(io.weight.len(), s.c_out * s.c_in * 9);
+        assert_eq!(io.bias.len(), s.batch * s.c_out);
+        assert_eq!(out.len(), s.batch * s.c_out * s.oh() * s.ow());
+        if let Some(r) = io.residual {
+            assert_eq!(r.len(), out.len());
+        }
+        if let Some((affines, _)) = io.transform {
+            assert_eq!(affines.len(), s.batch * s.c_in);
+        }
+        let avx512 = is_x86_feature_detected!("avx512f");
+        let filters = pack_filters(s, io.weight);
+        let runs = tile_runs(s);
+        let panels: Vec<&[TileRun]> = runs.chunks(RUNS_PER_PANEL).collect();
+        let co_blocks = s.c_out.div_ceil(CO_BLOCK);
+        let wanted = 8 * rayon::current_num_threads();
+        let blocks_per_part = co_blocks.div_ceil(wanted.div_ceil(panels.len()).clamp(1, co_blocks));
+        let parts = co_blocks.div_ceil(blocks_per_part);
+        let out = SharedMut::new(out);
+        (0..panels.len() * parts).into_par_iter().for_each(|task| {
+            let (panel, part) = (panels[task / parts], task % parts);
+            let blocks = part * blocks_per_part..((part + 1) * blocks_per_part).min(co_blocks);
+            let job = Job {
+                s,
+                io,
+                filters: &filters,
+                out,
+            };
+            SCRATCH.with(|scratch| {
+                let (v, m) = &mut *scratch.borrow_mut();
+                // SAFETY: the CPU has the features of the variant called (checked above); tasks write disjoint
+                // output tiles/channels.
+                unsafe {
+                    if avx512 {
+                        job.run_avx512(panel, blocks, v, m)
+                    } else {
+                        job.run_avx2(panel, blocks, v, m)
+                    }
+                };
+            });
+        });
+    }
+
+    /// `U[ξ][k / 6][c][k mod 6]`: the transformed filters, output channels past `c_out` zero.
+    fn pack_filters(s: &DirectShape, weight: &[f32]) -> Vec<f32> {
+        let blocks = s.c_out.div_ceil(CO_BLOCK);
+        let block_len = s.c_in * CO_BLOCK;
+        let mut packed = vec![0f32; 16 * blocks * block_len];
+        let per_xi = blocks * block_len;
+        // Parallel over output-channel blocks; each writes its slice of all 16 ξ planes.
+        let shared = SharedMut::new(&mut packed);
+        (0..blocks).into_par_iter().for_each(|block| {
+            let base = shared.ptr();
+            for j in 0..CO_BLOCK {
+                let co = block * CO_BLOCK + j;
+                if co >= s.c_out {
+                    break;
+                }
+                for ci in 0..s.c_in {
+                    let u = transform_filter(&weight[(co * s.c_in + ci) * 9..][..9]);
+                    for (xi, &value) in u.iter().enumerate() {
+                        // SAFETY: (xi, block, ci, j) indexes inside `packed`; blocks are disjoint per task.
+                        unsafe {
+                            *base.add(xi * per_xi + block * block_len + ci * CO_BLOCK + j) = value;
+                        }
+                    }
+                }
+            }
+        });
+        packed
+    }
+
+    /// One task: a panel of tile runs, a range of output-channel blocks.
+    struct Job<'a> {
+        s: &'a DirectShape,
+        io: DirectIo<'a>,
+        filters: &'a [f32],
+        out: SharedMut,
+    }
+
+    impl Job<'_> {
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        unsafe fn run_avx512(
+            &self,
+            panel: &[TileRun],
+            blocks: std::ops::Range<usize>,
+            v: &mut Vec<Vector>,
+            m: &mut Vec<Vector>,
+        ) {
+            self.run::<true>(panel, blocks, v, m)
+        }
+
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn run_avx2(
+            &self,
+            panel: &[TileRun],
+            blocks: std::ops::Range<usize>,
+            v: &mut Vec<Vector>,
+            m: &mut Vec<Vector>,
+        ) {
+            self.run::<false>(panel, blocks, v, m)
+        }
+
+        /// Input transform of the panel, then per chunk of output channels: the 16 products and the output
+        /// transform. Inlined into the variants above, so it is compiled for their instruction sets.
+        #[inline(always)]
+        unsafe fn run<const AVX512: bool>(
+            &self,
+            panel: &[TileRun],
+            blocks: std::ops::Range<usize>,
+            v: &mut Vec<Vector>,
+            m: &mut Vec<Vector>,
+        ) {
+            let s = self.s;
+            let v_plane = s.c_in * PANEL;
+            let v = scratch(v, 16 * v_plane);
+            for (slot, run) in panel.iter().enumerate() {
+                for ci in 0..s.c_in {
+                    let rows = self.input_rows(run, ci);
+                    input_transform(&rows, v.add(ci * PANEL + slot * RUN), v_plane);
+                }
+            }
+            let chunk_len = BLOCKS_PER_CHUNK * CO_BLOCK * PANEL;
+            let m = scratch(m, 16 * chunk_len);
+            let co_blocks = s.c_out.div_ceil(CO_BLOCK);
+            let filter_plane = co_blocks * s.c_in * CO_BLOCK;
+            for chunk_start in blocks.clone().step_by(BLOCKS_PER_CHUNK) {
+                let chunk = chunk_start..(chunk_start + BLOCKS_PER_CHUNK).min(blocks.end);
+                for xi in 0..16 {
+                    for ci0 in (0..s.c_in).step_by(CHANNELS_PER_PASS) {
+                        let channels = CHANNELS_PER_PASS.min(s.c_in - ci0);
+                        for block in chunk.clone() {
+                            let dst =
+                                m.add(xi * chunk_len + (block - chunk_start) * CO_BLOCK * PANEL);
+                            let v = v.add(xi * v_plane + ci0 * PANEL);
+                            let u = self
+                                .filters
+                                .as_ptr()
+                                .add(xi * filter_plane + (block * s.c_in + ci0) * CO_BLOCK);
+                            if AVX512 {
+                                let acc = &mut *(dst as *mut [__m512; 24]);
+                                if ci0 == 0 {
+                                    *acc = [_mm512_setzero_ps(); 24];
+                                }
+                                micro_kernel(v, PANEL, channels, &[0], u, acc);
+                            } else {
+                                for sub in 0..RUNS_PER_PANEL.min(panel.len()) {
+                                    micro_kernel_avx2(
+                                        v.add(sub * RUN),
+                                        channels,
+                                        u,
+                                        dst.add(sub * RUN),
+                                        ci0 == 0,
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+                let first = chunk_start * CO_BLOCK;
+                let last = (chunk.end * CO_BLOCK).min(s.c_out);
+                for co in first..last {
+                    for (slot, run) in panel.iter().enumerate() {
+                        let at = m.add((co - first) * PANEL + slot * RUN);
+                        self.store_tiles(run, co, &output_transform(at, chunk_len));
+                    }
+                }
+            }
+        }
+
+        /// The 4 input rows under `run` for input channel `ci`, columns `2·first_tile − 1 ..` (34 used), zero
+        /// outside the image, with the call's input transform or upsampling applied.
+        #[inline(always)]
+        fn input_rows(&self, run: &TileRun, ci: usize) -> [f32; 4 * ROW] {
+            let s = self.s;
+            let mut rows = [0f32; 4 * ROW];
+            let (sh, sw) = s.stored_hw();
+            let plane = &self.io.input[(run.image * s.c_in + ci) * sh * sw..][..sh * sw];
+            let x0 = 2 * run.first_tile; // image column of scratch column 1
+            let x_end = s.w.min(x0 + 2 * RUN + 1);
+            let first_col = if x0 == 0 { 1 } else { 0 };
+            let x_start = x0 + first_col - 1; // first image column read
+            let affine = self
+                .io
+                .transform
+                .map(|(a, silu)| (a[run.image * s.c_in + ci], silu));
+            for i in 0..4 {
+                let Some(y) = (2 * run.tile_row + i).checked_sub(1).filter(|&y| y < s.h) else {
+                    continue;
+                };
+                let dst = &mut rows[i * ROW + first_col..][..x_end - x_start];
+                if s.upsample {
+                    let src = &plane[(y / 2) * sw..][..sw];
+                    for (k, value) in dst.iter_mut().enumerate() {
+                        *value = src[(x_start + k) / 2];
+                    }
+                } else {
+                    let src = &plane[y * s.w + x_start..y * s.w + x_end];
+                    match affine {
+                        Some((a, silu)) => a.apply(src, dst, silu),
+                        None => dst.copy_from_slice(src),
+                    }
+                }
+            }
+            rows
+        }
+
+        /// Adds bias (+ residual) to the 2×2 tiles `y[p][q][lane]` of `run` for output channel `co` and stores
+        /// the pixels inside the output.
+        #[inline(always)]
+        unsafe fn store_tiles(&self, run: &TileRun, co: usize, y: &[[[f32; RUN]; 2]; 2]) {
+            let s = self.s;
+            let bias = self.io.bias[run.image * s.c_out + co];
+            let (oh, ow) = (s.oh(), s.ow());
+            let x0 = 2 * run.first_tile;
+            let cols = (2 * run.count).min(ow - x0);
+            let plane = (run.image * s.c_out + co) * oh * ow;
+            for (p, y) in y.iter().enumerate() {
+                let row = 2 * run.tile_row + p;
+                if row >= oh {
+                    break;
+                }
+                let at = plane + row * ow + x0;
+                let mut values = [0f32; 2 * RUN];
+                for l in 0..RUN {
+                    values[2 * l] = y[0][l] + bias;
+                    values[2 * l + 1] = y[1][l] + bias;
+                }
+                if let Some(r) = self.io.residual {
+                    for (value, &r) in values.iter_mut().zip(&r[at..at + cols]) {
+                        *value += r;
+                    }
+                }
+                let dst = std::slice::from_raw_parts_mut(self.out.ptr().add(at), cols);
+                dst.copy_from_slice(&values[..cols]);
+            }
+        }
+    }
+
+    /// Writes `V[ξ][lane]` at `dst + ξ·xi_stride` for the 16 tiles whose input rows are `rows` (see
+    /// `Job::input_rows`): `Bᵀ d B` with `d[i][j][lane] = rows[i][2·lane + j]`.
+    #[inline(always)]
+    unsafe fn input_transform(rows: &[f32; 4 * ROW], dst: *mut f32, xi_stride: usize) {
+        let mut d = [[[0f32; RUN]; 4]; 4];
+        for (i, d) in d.iter_mut().enumerate() {
+            for (j, d) in d.iter_mut().enumerate() {
+                for (l, d) in d.iter_mut().enumerate() {
+                    *d = rows[i * ROW + 2 * l + j];
+                }
+            }
+        }
+        // t = Bᵀ d (combines rows), then v = t B (combines columns).
+        let mut t = [[[0f32; RUN]; 4]; 4];
+        for j in 0..4 {
+            for l in 0..RUN {
+                t[0][j][l] = d[0][j][l] - d[2][j][l];
+                t[1][j][l] = d[1][j][l] + d[2][j][l];
+                t[2][j][l] = d[2][j][l] - d[1][j][l];
+                t[3][j][l] = d[1][j][l] - d[3][j][l];
+            }
+        }
+        for (i, t) in t.iter().enumerate() {
+            let mut v = [[0f32; RUN]; 4];
+            for l in 0..RUN {
+                v[0][l] = t[0][l] - t[2][l];
+                v[1][l] = t[1][l] + t[2][l];
+                v[2][l] = t[2][l] - t[1][l];
+                v[3][l] = t[1][l] - t[3][l];
+            }
+            for (j, v) in v.iter().enumerate() {
+                std::ptr::copy_nonoverlapping(v.as_ptr(), dst.add((4 * i + j) * xi_stride), RUN);
+            }
+        }
+    }
+
+    /// `Aᵀ M A` for 16 tiles, `M[ξ][lane]` at `m + ξ·xi_stride`: `y[p][q][lane]`.
+    #[inline(always)]
+    unsafe fn output_transform(m: *const f32, xi_stride: usize) -> [[[f32; RUN]; 2]; 2] {
+        let load = |xi: usize| -> [f32; RUN] {
+            std::ptr::read_unaligned(m.add(xi * xi_stride) as *const _)
+        };
+        // s[p][j] = (Aᵀ M)[p][j]
+        let (mut s0, mut s1) = ([[0f32; RUN]; 4], [[0f32; RUN]; 4]);
+        for (j, (s0, s1)) in s0.iter_mut().zip(&mut s1).enumerate() {
+            let (m0, m1, m2, m3) = (load(j), load(4 + j), load(8 + j), load(12 + j));
+            for l in 0..RUN {
+                s0[l] = m0[l] + m1[l] + m2[l];
+                s1[l] = m1[l] - m2[l] - m3[l];
+            }
+        }
+        let s = [s0, s1];
+        let mut y = [[[0f32; RUN]; 2]; 2];
+        for p in 0..2 {
+            for l in 0..RUN {
+                y[p][0][l] = s[p][0][l] + s[p][1][l] + s[p][2][l];
+                y[p][1][l] = s[p][1][l] - s[p][2][l] - s[p][3][l];
+            }
+        }
+        y
+    }
+
+    /// AVX2 micro-kernel: 16 tiles × 6 output channels in 12 ymm accumulators over `channels` input channels.
+    /// `v`: `V[c][lane]` rows 64 apart; `u`: `U[c][6]`; `m`: `M[k][lane]` rows 64 apart, overwritten when
+    /// `first`, accumulated into otherwise.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn micro_kernel_avx2(
+        v: *const f32,
+        channels: usize,
+        u: *const f32,
+        m: *mut f32,
+        first: bool,
+    ) {
+        let mut acc = [_mm256_setzero_ps(); 12];
+        if !first {
+            for j in 0..CO_BLOCK {
+                acc[2 * j] = _mm256_loadu_ps(m.add(j * PANEL));
+                acc[2 * j + 1] = _mm256_loadu_ps(m.add(j * PANEL + 8));
+            }
+        }
+        for c in 0..channels {
+            let a0 = _mm256_loadu_ps(v.add(c * PANEL));
+            let a1 = _mm256_loadu_ps(v.add(c * PANEL + 8));
+            let w = u.add(c * CO_BLOCK);
+            for j in 0..CO_BLOCK {
+                let b = _mm256_broadcast_ss(&*w.add(j));
+                acc[2 * j] = _mm256_fmadd_ps(a0, b, acc[2 * j]);
+                acc[2 * j + 1] = _mm256_fmadd_ps(a1, b, acc[2 * j + 1]);
+            }
+        }
+        for j in 0..CO_BLOCK {
+            _mm256_storeu_ps(m.add(j * PANEL), acc[2 * j]);
+            _mm256_storeu_ps(m.add(j * PANEL + 8), acc[2 * j + 1]);
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) fn available() -> bool {
+    false
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) fn conv2d_winograd(_: &DirectShape, _: super::direct::DirectIo, _: &mut [f32]) {
+    unreachable!("conv2d_winograd is only called when available() is true")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A` equals the 3×3 correlation of the 4×4 patch (scalar reference of the kernel).
+    #[test]
+    fn transforms_compute_a_3x3_correlation() {
+        let g: Vec<f32> = (0..9).map(|i| (i as f32 * 0.37).sin()).collect();
+        let d: Vec<f32> = (0..16).map(|i| (i as f32 * 0.71).cos()).collect();
+        let u = transform_filter(&g);
+        // Bᵀ d B
+        let bt = [
+            [1., 0., -1., 0.],
+            [0., 1., 1., 0.],
+            [0., -1., 1., 0.],
+            [0., 1., 0., -1.],
+        ];
+        let mut v = [0f32; 16];
+        for i in 0..4 {
+            for j in 0..4 {
+                let mut sum = 0.0;
+                for a in 0..4 {
+                    for b in 0..4 {
+                        sum += bt[i][a] * d[4 * a + b] * bt[j][b];
+                    }
+                }
+                v[4 * i + j] = sum;
+            }
+        }
+        let at = [[1., 1., 1., 0.], [0., 1., -1., -1.]];
+        for p in 0..2 {
+            for q in 0..2 {
+                let mut y = 0.0;
+                for i in 0..4 {
+                    for j in 0..4 {
+                        y += at[p][i] * u[4 * i + j] * v[4 * i + j] * at[q][j];
+                    }
+                }
+                let mut want = 0.0;
+                for ky in 0..3 {
+                    for kx in 0..3 {
+                        want += g[3 * ky + kx] * d[4 * (p + ky) + q + kx];
+                    }
+                }
+                assert!((y - want).abs() < 1e-5, "({p},{q}): {y} vs {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn runs_cover_every_tile_once() {
+        let s = DirectShape {
+            batch: 2,
+            c_in: 1,
+            h: 7,
+            w: 37,
+            c_out: 1,
+            kh: 3,
+            kw: 3,
+            pad: 1,
+            upsample: false,
+        };
+        let runs = tile_runs(&s);
+        // 4 tile rows × (19 tiles = 16 + 3) × 2 images
+        assert_eq!(runs.len(), 2 * 4 * 2);
+        assert_eq!(runs.iter().map(|r| r.count).sum::<usize>(), 2 * 4 * 19);
+        assert_eq!(
+            runs[1],
+            TileRun {
+                image: 0,
+                tile_row: 0,
+                first_tile: 16,
+                count: 3
+            }
+        );
+    }
+}
