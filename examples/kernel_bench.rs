@@ -10,7 +10,8 @@
 //! Compare with `scripts/bench_ops_torch.py` (PyTorch, same shapes).
 //!
 //! `--model unet|vae --size PIXELS` instead times whole SD1.5 models with random weights (UNet: one CFG step,
-//! batch 2; VAE: one decode): every run's wall and process CPU time, so figures can be compared on a loaded machine.
+//! batch 2; VAE: one decode): every run's wall and process CPU time, so figures can be compared on a loaded machine;
+//! with `LORAEVAL_KERNEL_TIMES=1` also the wall time spent in each kernel.
 
 use std::time::Instant;
 
@@ -24,6 +25,8 @@ use loraeval::model::kernels::attention::{
 use loraeval::model::kernels::conv::{
     conv2d, conv2d_add, conv2d_with_tile, ConvAdd, ConvAlgorithm, PackedConvWeight,
 };
+use loraeval::model::kernels::linear::linear;
+use loraeval::model::kernels::take_kernel_times;
 use loraeval::model::random_weights::RandomWeights;
 use loraeval::model::unet::UNet2DConditionModel;
 use loraeval::model::vae::AutoEncoderKL;
@@ -232,17 +235,26 @@ fn bench_model(options: &Options, model: &str) -> Result<()> {
         other => anyhow::bail!("--model must be unet or vae, got {other}"),
     };
     run()?;
+    take_kernel_times();
     for _ in 0..options.reps.max(1) {
         let load = load_average();
         let cpu = process_cpu_ns();
         let start = Instant::now();
         drop(run()?);
+        let wall = start.elapsed().as_secs_f64();
         println!(
-            "{model} {size}: wall {:.3} s  cpu {:.3} s  load {load}",
-            start.elapsed().as_secs_f64(),
+            "{model} {size}: wall {wall:.3} s  cpu {:.3} s  load {load}",
             (process_cpu_ns() - cpu) as f64 / 1e9,
             size = options.size
         );
+        let times = take_kernel_times();
+        let timed: f64 = times.iter().map(|t| t.1).sum();
+        for (kernel, seconds, calls) in times {
+            println!("    {kernel:<24} {seconds:>8.3} s  {calls:>5} calls");
+        }
+        if timed > 0.0 {
+            println!("    {:<24} {:>8.3} s", "(other)", wall - timed);
+        }
     }
     Ok(())
 }
@@ -257,6 +269,7 @@ fn main() -> Result<()> {
         (2, 320, 32),
         (2, 640, 16),
         (2, 1280, 8),
+        (2, 1280, 16),
         (1, 128, 256),
         (1, 512, 64),
         (2, 320, 64),
@@ -272,5 +285,32 @@ fn main() -> Result<()> {
     ] {
         bench_attention(&options, 2, 8, lq, lk, d)?;
     }
+    for (rows, in_dim, out_dim) in LINEAR_SHAPES {
+        bench_linear(&options, rows, in_dim, out_dim)?;
+    }
+    Ok(())
+}
+
+/// `(rows, in, out)` of the UNet's Linear layers at 512×512, CFG batch 2 (tokens × feature widths).
+const LINEAR_SHAPES: [(usize, usize, usize); 6] = [
+    (8192, 320, 320),
+    (8192, 320, 2560),
+    (8192, 1280, 320),
+    (2048, 640, 640),
+    (2048, 640, 5120),
+    (512, 1280, 1280),
+];
+
+fn bench_linear(options: &Options, rows: usize, in_dim: usize, out_dim: usize) -> Result<()> {
+    let name = format!("linear {rows}x{in_dim} -> {out_dim}");
+    if !wanted(options, &name) {
+        return Ok(());
+    }
+    let x = random(&[rows, in_dim])?;
+    let w = random(&[out_dim, in_dim])?;
+    let b = random(&[out_dim])?;
+    let flop = 2.0 * (rows * in_dim * out_dim) as f64;
+    let t = best_ms(options.reps, || Ok(linear(&x, &w, Some(&b), None)?))?;
+    report(&name, "ours", flop, &t);
     Ok(())
 }

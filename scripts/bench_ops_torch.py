@@ -89,7 +89,7 @@ def main():
         if model:
             bench_model(model, size, reps)
             return
-        for batch, channels, size in [(2, 320, 32), (2, 640, 16), (2, 1280, 8), (1, 128, 256), (1, 512, 64), (2, 320, 64)]:
+        for batch, channels, size in [(2, 320, 32), (2, 640, 16), (2, 1280, 8), (2, 1280, 16), (1, 128, 256), (1, 512, 64), (2, 320, 64)]:
             name = f"conv3x3 b{batch} {channels}ch {size}x{size}"
             if wanted and wanted not in name:
                 continue
@@ -108,6 +108,13 @@ def main():
             v = torch.randn(batch, heads, lk, d)
             flop = 4.0 * batch * heads * lq * lk * d
             report(name, flop, best_ms(reps, lambda: F.scaled_dot_product_attention(q, k, v)))
+        for rows, in_dim, out_dim in [(8192, 320, 320), (8192, 320, 2560), (8192, 1280, 320), (2048, 640, 640),
+                                      (2048, 640, 5120), (512, 1280, 1280)]:
+            name = f"linear {rows}x{in_dim} -> {out_dim}"
+            if wanted and wanted not in name:
+                continue
+            x, w, b = torch.randn(rows, in_dim), torch.randn(out_dim, in_dim), torch.randn(out_dim)
+            report(name, 2.0 * rows * in_dim * out_dim, best_ms(reps, lambda: F.linear(x, w, b)))
 
 
 if __name__ == "__main__":

@@ -191,7 +191,9 @@ fn conv2d_matches_candle_on_odd_shapes() {
 
 /// Stride-1 cases for the direct and Winograd kernels beyond `CASES`: a 5×5 kernel with padding 2, a wide image
 /// whose rows span several 64-pixel panels, and for Winograd odd heights/widths (partial 2×2 tiles), a row of
-/// 19 tiles (a run of 16 and one of 3), 70 input channels (two passes of 64), 1×1 and 1×N images.
+/// 19 tiles (a run of 16 and one of 3), 70 input channels (two passes of 64), 1×1 and 1×N images, 32×32 (8
+/// panels), and 16×15 with 100 channels (the small-image path: runs across tile rows, 4 passes of 32 channels,
+/// a partial group of output-channel blocks).
 const STRIDE_1_EXTRA: &[Case] = &[
     Case {
         batch: 2,
@@ -254,6 +256,17 @@ const STRIDE_1_EXTRA: &[Case] = &[
         c_out: 100,
         h: 32,
         w: 32,
+        kernel: 3,
+        stride: 1,
+        padding: 1,
+        bias: true,
+    },
+    Case {
+        batch: 2,
+        c_in: 100,
+        c_out: 55,
+        h: 16,
+        w: 15,
         kernel: 3,
         stride: 1,
         padding: 1,

@@ -15,6 +15,7 @@ use super::storage::{
     check_f32, dims, tensor_from_vec, threads, with_f32_rows, with_f32_slice, KernelError,
     SharedMut,
 };
+use super::timing::timed;
 
 const OP: &str = "scaled_dot_product_attention";
 
@@ -248,6 +249,20 @@ struct Scratch {
 }
 
 fn run(
+    shape: &Dims,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    out: &mut [f32],
+    query_block: usize,
+    key_block: usize,
+) {
+    timed("attention", || {
+        run_tasks(shape, q, k, v, out, query_block, key_block)
+    })
+}
+
+fn run_tasks(
     shape: &Dims,
     q: &[f32],
     k: &[f32],

@@ -18,6 +18,7 @@ use super::pointwise::{self, GroupNormParams};
 use super::storage::{
     check_f32, dims, tensor_from_vec, threads, with_f32_slice, KernelError, SharedMut,
 };
+use super::timing::timed;
 use super::winograd;
 
 const OP: &str = "conv2d";
@@ -141,6 +142,9 @@ pub enum ConvAlgorithm {
 /// positions per row, and at 16-pixel rows it measured slower than im2col + `gemm` (30 vs 22 ms for 640 channels,
 /// batch 2; docs/perf.md, "Issue 6 work log"), at 32 and wider faster.
 pub const DIRECT_MIN_WIDTH: usize = 32;
+
+/// Narrowest output rows the Winograd kernel takes in [`ConvAlgorithm::Auto`].
+pub const WINOGRAD_MIN_WIDTH: usize = 16;
 
 /// [`conv2d`] with the additions of `add`: `conv(input) + bias + channel_shift + residual`, computed by
 /// `algorithm`.
@@ -294,15 +298,20 @@ fn choose_kernel(
         ConvAlgorithm::Im2col(_) => None,
         ConvAlgorithm::Direct => direct,
         ConvAlgorithm::Winograd => winograd.or(direct),
-        ConvAlgorithm::Auto => winograd.or(direct).filter(|_| auto_allows),
+        ConvAlgorithm::Auto if shape.ow() >= WINOGRAD_MIN_WIDTH => {
+            winograd.or(direct.filter(|_| auto_allows))
+        }
+        ConvAlgorithm::Auto => direct.filter(|_| auto_allows),
     }
 }
 
 /// Runs a convolution with the in-place kernel chosen by [`choose_kernel`].
 fn run_in_place(shape: &DirectShape, kernel: InPlaceKernel, io: DirectIo, out: &mut [f32]) {
     match kernel {
-        InPlaceKernel::Winograd => winograd::conv2d_winograd(shape, io, out),
-        InPlaceKernel::Direct => direct::conv2d_direct(shape, io, out),
+        InPlaceKernel::Winograd => timed("conv winograd", || {
+            winograd::conv2d_winograd(shape, io, out)
+        }),
+        InPlaceKernel::Direct => timed("conv direct", || direct::conv2d_direct(shape, io, out)),
     }
 }
 
@@ -509,6 +518,19 @@ fn image_channel_bias(g: &Geometry, add: ConvAdd) -> candle_core::Result<Vec<f32
 
 /// Cuts the output columns into tiles and runs them, in parallel over tiles or inside `gemm`.
 fn run(
+    g: &Geometry,
+    input: &[f32],
+    weight: &[f32],
+    init: OutputInit,
+    out: &mut [f32],
+    tile_cols: usize,
+) {
+    timed("conv im2col", || {
+        run_tiles(g, input, weight, init, out, tile_cols)
+    })
+}
+
+fn run_tiles(
     g: &Geometry,
     input: &[f32],
     weight: &[f32],

@@ -9,6 +9,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::storage::{check_f32, tensor_from_vec, threads, with_f32_slice, KernelError};
+use super::timing::timed;
 
 const OP: &str = "linear";
 
@@ -17,6 +18,15 @@ const PARALLEL_MIN_MACS: usize = 1 << 18;
 
 /// `x Wᵀ + bias + residual` for `x: [..., in]`, `weight: [out, in]`, `bias: [out]`, `residual: [..., out]`.
 pub fn linear(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+) -> candle_core::Result<Tensor> {
+    timed("linear", || linear_untimed(x, weight, bias, residual))
+}
+
+fn linear_untimed(
     x: &Tensor,
     weight: &Tensor,
     bias: Option<&Tensor>,
@@ -140,6 +150,16 @@ pub fn pointwise_conv_to_tokens(
     weight: &Tensor,
     bias: Option<&Tensor>,
 ) -> candle_core::Result<Tensor> {
+    timed("conv 1x1 to tokens", || {
+        pointwise_conv_to_tokens_untimed(x, weight, bias)
+    })
+}
+
+fn pointwise_conv_to_tokens_untimed(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+) -> candle_core::Result<Tensor> {
     check_f32(OP, x)?;
     let (batch, in_dim, h, w) = x.dims4()?;
     let weight = weight.flatten_from(1)?;
@@ -191,6 +211,18 @@ pub fn pointwise_conv_to_tokens(
 /// A 1×1 convolution from token-major `tokens: [B, H·W, in]` back to NCHW `[B, out, H, W]`, plus `bias` and a
 /// `residual` of the output's shape (both written first, so they cost no extra pass).
 pub fn pointwise_conv_from_tokens(
+    tokens: &Tensor,
+    (h, w): (usize, usize),
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+) -> candle_core::Result<Tensor> {
+    timed("conv 1x1 from tokens", || {
+        pointwise_conv_from_tokens_untimed(tokens, (h, w), weight, bias, residual)
+    })
+}
+
+fn pointwise_conv_from_tokens_untimed(
     tokens: &Tensor,
     (h, w): (usize, usize),
     weight: &Tensor,

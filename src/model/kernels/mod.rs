@@ -12,6 +12,9 @@ pub mod linear;
 pub mod pointwise;
 mod simd;
 mod storage;
+mod timing;
 mod winograd;
+
+pub use timing::take_kernel_times;
 
 pub use storage::KernelError;

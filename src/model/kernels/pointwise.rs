@@ -10,6 +10,7 @@ use rayon::prelude::*;
 
 use super::simd::{dispatch, exp2_nonpositive};
 use super::storage::{check_f32, tensor_from_vec, with_f32_slice, with_f32_slice_mut, KernelError};
+use super::timing::timed;
 
 /// Elements per rayon task for the purely element-wise kernels (small enough to balance 2 threads, large enough
 /// to amortise the task).
@@ -29,6 +30,14 @@ pub struct GroupNormParams<'a> {
 /// `group_norm(x) · γ + β` (then `silu` when asked) of `x: [N, C, …]`, as `torch.nn.GroupNorm` computes it
 /// (biased variance, statistics in double precision over f32 partial sums).
 pub fn group_norm(x: &Tensor, params: GroupNormParams, silu: bool) -> candle_core::Result<Tensor> {
+    timed("group norm", || group_norm_untimed(x, params, silu))
+}
+
+fn group_norm_untimed(
+    x: &Tensor,
+    params: GroupNormParams,
+    silu: bool,
+) -> candle_core::Result<Tensor> {
     const OP: &str = "group_norm";
     check_f32(OP, x)?;
     let shape = GroupShape::of(OP, x, &params)?;
@@ -90,6 +99,15 @@ impl Affine {
 /// The GroupNorm of `x: [N, C, …]` resolved to one [`Affine`] per (image, channel), `[N·C]`: the statistics pass
 /// of [`group_norm`] without writing the normalised tensor, for kernels that apply it while reading `x`.
 pub fn group_norm_affines(x: &Tensor, params: GroupNormParams) -> candle_core::Result<Vec<Affine>> {
+    timed("group norm statistics", || {
+        group_norm_affines_untimed(x, params)
+    })
+}
+
+fn group_norm_affines_untimed(
+    x: &Tensor,
+    params: GroupNormParams,
+) -> candle_core::Result<Vec<Affine>> {
     const OP: &str = "group_norm_affines";
     check_f32(OP, x)?;
     let shape = GroupShape::of(OP, x, &params)?;
@@ -387,6 +405,10 @@ pub fn silu(x: &Tensor) -> candle_core::Result<Tensor> {
 /// diffusers GEGLU on `projected: [..., 2·inner]`: `hidden · gelu(gate)` with `[hidden, gate]` the two halves of
 /// the last dimension; returns `[..., inner]`.
 pub fn geglu(projected: &Tensor) -> candle_core::Result<Tensor> {
+    timed("geglu", || geglu_untimed(projected))
+}
+
+fn geglu_untimed(projected: &Tensor) -> candle_core::Result<Tensor> {
     const OP: &str = "geglu";
     check_f32(OP, projected)?;
     let shape = projected.dims();

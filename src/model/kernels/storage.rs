@@ -91,6 +91,11 @@ impl SharedMut {
         SharedMut(buffer.as_mut_ptr())
     }
 
+    /// Wraps the start of a buffer known only by pointer.
+    pub(crate) fn new_for(start: *mut f32) -> Self {
+        SharedMut(start)
+    }
+
     /// The buffer's start (a method, so closures capture the whole `Send + Sync` wrapper).
     pub(crate) fn ptr(self) -> *mut f32 {
         self.0

@@ -36,7 +36,9 @@ const RUN: usize = 16;
 /// Runs per panel: a panel is the micro-kernel's 64 positions.
 const RUNS_PER_PANEL: usize = 4;
 
-/// 16 horizontally adjacent output tiles (`count` ≤ 16 of them real) of one tile row of one image.
+/// 16 consecutive output tiles (`count` ≤ 16 of them real) of one image in row-major tile order, starting at
+/// tile `(tile_row, first_tile)`. On images at least 16 tiles wide a run stays in one tile row (the vectorised
+/// path); on narrower ones it continues on the next tile rows, so every lane still holds a tile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TileRun {
     pub image: usize,
@@ -45,18 +47,37 @@ pub(crate) struct TileRun {
     pub count: usize,
 }
 
-/// Every run of a call, image by image, tile row by tile row.
+impl TileRun {
+    /// Whether all tiles of the run lie in its first tile row.
+    pub fn in_one_row(&self, tiles_w: usize) -> bool {
+        self.first_tile + self.count <= tiles_w
+    }
+}
+
+/// Every run of a call, image by image, in tile order.
 pub(crate) fn tile_runs(s: &DirectShape) -> Vec<TileRun> {
     let (tiles_h, tiles_w) = (s.oh().div_ceil(2), s.ow().div_ceil(2));
     let mut runs = Vec::new();
     for image in 0..s.batch {
-        for tile_row in 0..tiles_h {
-            for first_tile in (0..tiles_w).step_by(RUN) {
+        if tiles_w >= RUN {
+            for tile_row in 0..tiles_h {
+                for first_tile in (0..tiles_w).step_by(RUN) {
+                    runs.push(TileRun {
+                        image,
+                        tile_row,
+                        first_tile,
+                        count: RUN.min(tiles_w - first_tile),
+                    });
+                }
+            }
+        } else {
+            let tiles = tiles_h * tiles_w;
+            for first in (0..tiles).step_by(RUN) {
                 runs.push(TileRun {
                     image,
-                    tile_row,
-                    first_tile,
-                    count: RUN.min(tiles_w - first_tile),
+                    tile_row: first / tiles_w,
+                    first_tile: first % tiles_w,
+                    count: RUN.min(tiles - first),
                 });
             }
         }
@@ -101,6 +122,14 @@ mod imp {
     const BLOCKS_PER_CHUNK: usize = 8;
     /// Input channels per pass of the micro-kernel (their `V` rows for one ξ: 64 × 64 floats = 16 KiB, in L1).
     const CHANNELS_PER_PASS: usize = 64;
+    /// Calls with at most this many panels take the small-image path (`Job::run_small`): measured on 640 channels
+    /// at 16×16, batch 2 (2 panels): 16 ms vs 25 ms; on 320 channels at 32×32 (8 panels) it was slower (23 vs 16).
+    const SMALL_MAX_PANELS: usize = 2;
+    /// Small-image path: output-channel blocks whose accumulators `M` (2 panels: 48 KiB per block) stay in L2
+    /// while the input channels are walked in passes of [`SMALL_CHANNELS`] (their `V` for all ξ and 2 panels:
+    /// 256 KiB, also in L2). The whole `V` is read from L3 once per group.
+    const SMALL_GROUP: usize = 4;
+    const SMALL_CHANNELS: usize = 32;
     /// Floats per row of the input-transform scratch (34 used: 2·16 tiles + 2 columns of overlap).
     const ROW: usize = 48;
 
@@ -150,36 +179,94 @@ mod imp {
             assert_eq!(affines.len(), s.batch * s.c_in);
         }
         let avx512 = is_x86_feature_detected!("avx512f");
-        let filters = pack_filters(s, io.weight);
         let runs = tile_runs(s);
         let panels: Vec<&[TileRun]> = runs.chunks(RUNS_PER_PANEL).collect();
         let co_blocks = s.c_out.div_ceil(CO_BLOCK);
         let wanted = 8 * rayon::current_num_threads();
         let blocks_per_part = co_blocks.div_ceil(wanted.div_ceil(panels.len()).clamp(1, co_blocks));
         let parts = co_blocks.div_ceil(blocks_per_part);
-        let out = SharedMut::new(out);
+        // Few panels (small images): filters transformed on the fly by the tasks of output-channel blocks.
+        let small = panels.len() <= SMALL_MAX_PANELS;
+        let filters = if small {
+            Vec::new()
+        } else {
+            pack_filters(s, io.weight)
+        };
+        let job = Job {
+            s,
+            io,
+            filters: &filters,
+            out: SharedMut::new(out),
+        };
+        // With several tasks per panel (small images, many channels) the input transform is done once, up front.
+        let mut shared_v = Vec::new();
+        let v_len = 16 * s.c_in * PANEL;
+        let shared = (small || parts > 1).then(|| {
+            let v = SharedMut::new_for(scratch(&mut shared_v, panels.len() * v_len));
+            let chunks = s.c_in.div_ceil(CHANNELS_PER_PASS);
+            (0..panels.len() * chunks).into_par_iter().for_each(|task| {
+                let (panel, chunk) = (task / chunks, task % chunks);
+                let channels =
+                    chunk * CHANNELS_PER_PASS..((chunk + 1) * CHANNELS_PER_PASS).min(s.c_in);
+                // SAFETY: as below; tasks write disjoint (panel, channel) parts of `shared_v`.
+                unsafe {
+                    let dst = v.ptr().add(panel * v_len);
+                    if avx512 {
+                        job.fill_v_avx512(panels[panel], channels, dst)
+                    } else {
+                        job.fill_v_avx2(panels[panel], channels, dst)
+                    }
+                }
+            });
+            v
+        });
+        if let (true, Some(v_all)) = (small, shared) {
+            let tasks = co_blocks.div_ceil(co_blocks.div_ceil(wanted));
+            let per_task = co_blocks.div_ceil(tasks);
+            (0..tasks).into_par_iter().for_each(|task| {
+                let blocks = task * per_task..((task + 1) * per_task).min(co_blocks);
+                SCRATCH.with(|scratch| {
+                    let (u, m) = &mut *scratch.borrow_mut();
+                    // SAFETY: as below; `v_all` holds every panel's `V`.
+                    unsafe {
+                        if avx512 {
+                            job.run_small_avx512(&panels, v_all.ptr(), blocks, u, m)
+                        } else {
+                            job.run_small_avx2(&panels, v_all.ptr(), blocks, u, m)
+                        }
+                    }
+                });
+            });
+            return;
+        }
         (0..panels.len() * parts).into_par_iter().for_each(|task| {
-            let (panel, part) = (panels[task / parts], task % parts);
+            let (panel_index, part) = (task / parts, task % parts);
+            let panel = panels[panel_index];
             let blocks = part * blocks_per_part..((part + 1) * blocks_per_part).min(co_blocks);
-            let job = Job {
-                s,
-                io,
-                filters: &filters,
-                out,
-            };
+            // SAFETY: `shared_v` holds `panels · v_len` floats.
+            let ready = shared.map(|v| unsafe { v.ptr().add(panel_index * v_len) as *const f32 });
             SCRATCH.with(|scratch| {
                 let (v, m) = &mut *scratch.borrow_mut();
+                let v = match ready {
+                    Some(ready) => ready,
+                    None => scratch_filled(v, v_len),
+                };
                 // SAFETY: the CPU has the features of the variant called (checked above); tasks write disjoint
-                // output tiles/channels.
+                // output tiles/channels; `v` holds `v_len` floats.
                 unsafe {
                     if avx512 {
-                        job.run_avx512(panel, blocks, v, m)
+                        job.run_avx512(panel, blocks, v, ready.is_none(), m)
                     } else {
-                        job.run_avx2(panel, blocks, v, m)
+                        job.run_avx2(panel, blocks, v, ready.is_none(), m)
                     }
                 };
             });
         });
+    }
+
+    /// [`scratch`], for `V` buffers that the task fills itself.
+    fn scratch_filled(buffer: &mut Vec<Vector>, floats: usize) -> *const f32 {
+        scratch(buffer, floats)
     }
 
     /// `U[ξ][k / 6][c][k mod 6]`: the transformed filters, output channels past `c_out` zero.
@@ -225,10 +312,11 @@ mod imp {
             &self,
             panel: &[TileRun],
             blocks: std::ops::Range<usize>,
-            v: &mut Vec<Vector>,
+            v: *const f32,
+            fill: bool,
             m: &mut Vec<Vector>,
         ) {
-            self.run::<true>(panel, blocks, v, m)
+            self.run::<true>(panel, blocks, v, fill, m)
         }
 
         #[target_feature(enable = "avx2,fma")]
@@ -236,31 +324,195 @@ mod imp {
             &self,
             panel: &[TileRun],
             blocks: std::ops::Range<usize>,
-            v: &mut Vec<Vector>,
+            v: *const f32,
+            fill: bool,
             m: &mut Vec<Vector>,
         ) {
-            self.run::<false>(panel, blocks, v, m)
+            self.run::<false>(panel, blocks, v, fill, m)
         }
 
-        /// Input transform of the panel, then per chunk of output channels: the 16 products and the output
-        /// transform. Inlined into the variants above, so it is compiled for their instruction sets.
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        unsafe fn run_small_avx512(
+            &self,
+            panels: &[&[TileRun]],
+            v: *const f32,
+            blocks: std::ops::Range<usize>,
+            u: &mut Vec<Vector>,
+            m: &mut Vec<Vector>,
+        ) {
+            self.run_small::<true>(panels, v, blocks, u, m)
+        }
+
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn run_small_avx2(
+            &self,
+            panels: &[&[TileRun]],
+            v: *const f32,
+            blocks: std::ops::Range<usize>,
+            u: &mut Vec<Vector>,
+            m: &mut Vec<Vector>,
+        ) {
+            self.run_small::<false>(panels, v, blocks, u, m)
+        }
+
+        /// Small images: output-channel blocks `blocks` over every panel (`V` of panel `p` at `v + p·16·c_in·64`).
+        /// Per block and pass of input channels the filters are transformed into `U[ξ][c][6]` (12 KiB) and used
+        /// for every panel, so no transformed copy of the whole weight is ever written.
+        #[inline(always)]
+        unsafe fn run_small<const AVX512: bool>(
+            &self,
+            panels: &[&[TileRun]],
+            v: *const f32,
+            blocks: std::ops::Range<usize>,
+            u: &mut Vec<Vector>,
+            m: &mut Vec<Vector>,
+        ) {
+            let s = self.s;
+            let v_len = 16 * s.c_in * PANEL;
+            let u_plane = SMALL_CHANNELS * CO_BLOCK;
+            let u_len = 16 * u_plane;
+            let u = scratch(u, SMALL_GROUP * u_len);
+            // M[block of the group][panel][ξ][6][64]
+            let m_len = 16 * CO_BLOCK * PANEL;
+            let m = scratch(m, SMALL_GROUP * panels.len() * m_len);
+            let tiles_w = s.ow().div_ceil(2);
+            for group_start in blocks.clone().step_by(SMALL_GROUP) {
+                let group = group_start..(group_start + SMALL_GROUP).min(blocks.end);
+                for ci0 in (0..s.c_in).step_by(SMALL_CHANNELS) {
+                    let channels = SMALL_CHANNELS.min(s.c_in - ci0);
+                    for (g, block) in group.clone().enumerate() {
+                        let u = u.add(g * u_len);
+                        self.transform_filters(block, ci0..ci0 + channels, u, u_plane);
+                        for xi in 0..16 {
+                            for (p, panel) in panels.iter().enumerate() {
+                                let dst =
+                                    m.add(((g * panels.len() + p) * 16 + xi) * CO_BLOCK * PANEL);
+                                let v = v.add(p * v_len + xi * s.c_in * PANEL + ci0 * PANEL);
+                                let u = u.add(xi * u_plane);
+                                if AVX512 {
+                                    let acc = &mut *(dst as *mut [__m512; 24]);
+                                    if ci0 == 0 {
+                                        *acc = [_mm512_setzero_ps(); 24];
+                                    }
+                                    micro_kernel(v, PANEL, channels, &[0], u, acc);
+                                } else {
+                                    for sub in 0..panel.len() {
+                                        micro_kernel_avx2(
+                                            v.add(sub * RUN),
+                                            channels,
+                                            u,
+                                            dst.add(sub * RUN),
+                                            ci0 == 0,
+                                        );
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                for (g, block) in group.enumerate() {
+                    for j in 0..CO_BLOCK.min(s.c_out - block * CO_BLOCK) {
+                        for (p, panel) in panels.iter().enumerate() {
+                            let m = m.add((g * panels.len() + p) * m_len);
+                            for (slot, run) in panel.iter().enumerate() {
+                                let y = output_transform(
+                                    m.add(j * PANEL + slot * RUN),
+                                    CO_BLOCK * PANEL,
+                                );
+                                if run.in_one_row(tiles_w) {
+                                    self.store_tiles(run, block * CO_BLOCK + j, &y);
+                                } else {
+                                    self.store_scattered_tiles(run, block * CO_BLOCK + j, &y);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        /// `U[ξ][c − first][j]` at `u + ξ·plane` for output channels `block·6 + j` and input channels `channels`
+        /// (zero past `c_out`).
+        #[inline(always)]
+        unsafe fn transform_filters(
+            &self,
+            block: usize,
+            channels: std::ops::Range<usize>,
+            u: *mut f32,
+            plane: usize,
+        ) {
+            let s = self.s;
+            for j in 0..CO_BLOCK {
+                let co = block * CO_BLOCK + j;
+                for (c, ci) in channels.clone().enumerate() {
+                    let values = if co < s.c_out {
+                        transform_filter(&self.io.weight[(co * s.c_in + ci) * 9..][..9])
+                    } else {
+                        [0.0; 16]
+                    };
+                    for (xi, value) in values.into_iter().enumerate() {
+                        *u.add(xi * plane + c * CO_BLOCK + j) = value;
+                    }
+                }
+            }
+        }
+
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        unsafe fn fill_v_avx512(
+            &self,
+            panel: &[TileRun],
+            channels: std::ops::Range<usize>,
+            v: *mut f32,
+        ) {
+            self.fill_v(panel, channels, v)
+        }
+
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn fill_v_avx2(
+            &self,
+            panel: &[TileRun],
+            channels: std::ops::Range<usize>,
+            v: *mut f32,
+        ) {
+            self.fill_v(panel, channels, v)
+        }
+
+        /// Input transform of `channels` of the panel into `V[ξ][c][lane]` at `v`.
+        #[inline(always)]
+        unsafe fn fill_v(&self, panel: &[TileRun], channels: std::ops::Range<usize>, v: *mut f32) {
+            let s = self.s;
+            let v_plane = s.c_in * PANEL;
+            let tiles_w = s.ow().div_ceil(2);
+            for (slot, run) in panel.iter().enumerate() {
+                for ci in channels.clone() {
+                    let d = if run.in_one_row(tiles_w) {
+                        split_columns(&self.input_rows(run, ci))
+                    } else {
+                        self.gather_patches(run, ci)
+                    };
+                    input_transform(&d, v.add(ci * PANEL + slot * RUN), v_plane);
+                }
+            }
+        }
+
+        /// Input transform of the panel into `v` when `fill` (else `v` already holds it), then per chunk of
+        /// output channels: the 16 products and the output transform. Inlined into the variants above, so it is
+        /// compiled for their instruction sets.
         #[inline(always)]
         unsafe fn run<const AVX512: bool>(
             &self,
             panel: &[TileRun],
             blocks: std::ops::Range<usize>,
-            v: &mut Vec<Vector>,
+            v: *const f32,
+            fill: bool,
             m: &mut Vec<Vector>,
         ) {
             let s = self.s;
             let v_plane = s.c_in * PANEL;
-            let v = scratch(v, 16 * v_plane);
-            for (slot, run) in panel.iter().enumerate() {
-                for ci in 0..s.c_in {
-                    let rows = self.input_rows(run, ci);
-                    input_transform(&rows, v.add(ci * PANEL + slot * RUN), v_plane);
-                }
+            if fill {
+                self.fill_v(panel, 0..s.c_in, v as *mut f32);
             }
+            let tiles_w = s.ow().div_ceil(2);
             let chunk_len = BLOCKS_PER_CHUNK * CO_BLOCK * PANEL;
             let m = scratch(m, 16 * chunk_len);
             let co_blocks = s.c_out.div_ceil(CO_BLOCK);
@@ -303,7 +555,12 @@ mod imp {
                 for co in first..last {
                     for (slot, run) in panel.iter().enumerate() {
                         let at = m.add((co - first) * PANEL + slot * RUN);
-                        self.store_tiles(run, co, &output_transform(at, chunk_len));
+                        let y = output_transform(at, chunk_len);
+                        if run.in_one_row(tiles_w) {
+                            self.store_tiles(run, co, &y);
+                        } else {
+                            self.store_scattered_tiles(run, co, &y);
+                        }
                     }
                 }
             }
@@ -346,6 +603,77 @@ mod imp {
             rows
         }
 
+        /// The 4×4 input patches `d[i][j][lane]` of a run that spans several tile rows (images narrower than 16
+        /// tiles): the input rows it covers are copied (zero-padded, input transform or upsampling applied) into a
+        /// scratch of `2·tiles_w + 2` columns, then each lane reads its patch there.
+        #[inline(always)]
+        fn gather_patches(&self, run: &TileRun, ci: usize) -> Patches {
+            const MAX: usize = (2 * RUN + 2) * (2 * RUN + 2);
+            let s = self.s;
+            let tiles_w = s.ow().div_ceil(2);
+            let width = 2 * tiles_w + 2;
+            let tile_rows = (run.first_tile + run.count - 1) / tiles_w + 1;
+            let rows = 2 * tile_rows + 2;
+            let mut scratch = [0f32; MAX];
+            let (sh, sw) = s.stored_hw();
+            let plane = &self.io.input[(run.image * s.c_in + ci) * sh * sw..][..sh * sw];
+            let affine = self
+                .io
+                .transform
+                .map(|(a, silu)| (a[run.image * s.c_in + ci], silu));
+            for r in 0..rows {
+                let Some(y) = (2 * run.tile_row + r).checked_sub(1).filter(|&y| y < s.h) else {
+                    continue;
+                };
+                let dst = &mut scratch[r * width + 1..][..s.w];
+                if s.upsample {
+                    let src = &plane[(y / 2) * sw..][..sw];
+                    for (x, value) in dst.iter_mut().enumerate() {
+                        *value = src[x / 2];
+                    }
+                } else {
+                    let src = &plane[y * s.w..][..s.w];
+                    match affine {
+                        Some((a, silu)) => a.apply(src, dst, silu),
+                        None => dst.copy_from_slice(src),
+                    }
+                }
+            }
+            let mut d = [[[0f32; RUN]; 4]; 4];
+            for l in 0..run.count {
+                let tile = run.first_tile + l;
+                let (row, col) = (tile / tiles_w, tile % tiles_w);
+                let at = 2 * row * width + 2 * col;
+                for (i, d) in d.iter_mut().enumerate() {
+                    for (j, d) in d.iter_mut().enumerate() {
+                        d[l] = scratch[at + i * width + j];
+                    }
+                }
+            }
+            d
+        }
+
+        /// [`Self::store_tiles`] for a run that spans several tile rows: lane by lane.
+        #[inline(always)]
+        unsafe fn store_scattered_tiles(&self, run: &TileRun, co: usize, y: &[[[f32; RUN]; 2]; 2]) {
+            let s = self.s;
+            let bias = self.io.bias[run.image * s.c_out + co];
+            let (oh, ow) = (s.oh(), s.ow());
+            let tiles_w = ow.div_ceil(2);
+            let plane = (run.image * s.c_out + co) * oh * ow;
+            for l in 0..run.count {
+                let tile = run.tile_row * tiles_w + run.first_tile + l;
+                let (oy, ox) = (2 * (tile / tiles_w), 2 * (tile % tiles_w));
+                for (p, y) in y.iter().enumerate().filter(|(p, _)| oy + p < oh) {
+                    for (q, y) in y.iter().enumerate().filter(|(q, _)| ox + q < ow) {
+                        let at = plane + (oy + p) * ow + ox + q;
+                        let residual = self.io.residual.map_or(0.0, |r| r[at]);
+                        *self.out.ptr().add(at) = y[l] + bias + residual;
+                    }
+                }
+            }
+        }
+
         /// Adds bias (+ residual) to the 2×2 tiles `y[p][q][lane]` of `run` for output channel `co` and stores
         /// the pixels inside the output.
         #[inline(always)]
@@ -378,10 +706,13 @@ mod imp {
         }
     }
 
-    /// Writes `V[ξ][lane]` at `dst + ξ·xi_stride` for the 16 tiles whose input rows are `rows` (see
-    /// `Job::input_rows`): `Bᵀ d B` with `d[i][j][lane] = rows[i][2·lane + j]`.
+    /// 4×4 input patches of 16 tiles, `d[i][j][lane]`.
+    type Patches = [[[f32; RUN]; 4]; 4];
+
+    /// The patches of a run in one tile row from its input rows (see `Job::input_rows`):
+    /// `d[i][j][lane] = rows[i][2·lane + j]`.
     #[inline(always)]
-    unsafe fn input_transform(rows: &[f32; 4 * ROW], dst: *mut f32, xi_stride: usize) {
+    fn split_columns(rows: &[f32; 4 * ROW]) -> Patches {
         let mut d = [[[0f32; RUN]; 4]; 4];
         for (i, d) in d.iter_mut().enumerate() {
             for (j, d) in d.iter_mut().enumerate() {
@@ -390,6 +721,12 @@ mod imp {
                 }
             }
         }
+        d
+    }
+
+    /// Writes `V[ξ][lane] = (Bᵀ d B)[ξ][lane]` at `dst + ξ·xi_stride`.
+    #[inline(always)]
+    unsafe fn input_transform(d: &Patches, dst: *mut f32, xi_stride: usize) {
         // t = Bᵀ d (combines rows), then v = t B (combines columns).
         let mut t = [[[0f32; RUN]; 4]; 4];
         for j in 0..4 {
