@@ -20,7 +20,7 @@ use candle_core::{Device, Tensor};
 use loraeval::model::attention as unfused;
 use loraeval::model::config::{UNetConfig, VaeConfig};
 use loraeval::model::kernels::attention::{
-    scaled_dot_product_attention_with_blocks, DEFAULT_KEY_BLOCK, DEFAULT_QUERY_BLOCK,
+    default_blocks, scaled_dot_product_attention_with_blocks,
 };
 use loraeval::model::kernels::conv::{
     conv2d, conv2d_add, conv2d_with_tile, ConvAdd, ConvAlgorithm, PackedConvWeight,
@@ -50,7 +50,7 @@ fn parse_options() -> Result<Options> {
         tile: None,
         direct: false,
         winograd: false,
-        blocks: (DEFAULT_QUERY_BLOCK, DEFAULT_KEY_BLOCK),
+        blocks: default_blocks(),
         ours_only: false,
         model: None,
         size: 256,

@@ -19,11 +19,50 @@ use super::timing::timed;
 
 const OP: &str = "scaled_dot_product_attention";
 
-/// Query rows per task (fewer when that would leave a thread idle). With [`DEFAULT_KEY_BLOCK`] the score tile is
-/// 1 MiB, inside one core's L2; the sweep in docs/perf.md, "CPU kernels" found 256×1024 the fastest of the sizes tried.
+/// Query rows per task (fewer when that would leave a thread idle) on CPUs with at least 2 MiB of L2 per core:
+/// with [`DEFAULT_KEY_BLOCK`] the score tile is 1 MiB; the sweep in docs/perf.md, "CPU kernels" (AVX-512 machine)
+/// found 256×1024 the fastest of the sizes tried.
 pub const DEFAULT_QUERY_BLOCK: usize = 256;
-/// Keys per score tile.
+/// Keys per score tile (see [`DEFAULT_QUERY_BLOCK`]).
 pub const DEFAULT_KEY_BLOCK: usize = 1024;
+/// Query rows and keys per score tile on CPUs with a smaller L2 (256 KiB tile; 512 KiB L2 on the Zen 3 machine,
+/// where it measured 450–500 ms against 473–529 ms for 256×1024 on 4096 × 4096 tokens, d = 40; docs/perf.md).
+pub const SMALL_L2_BLOCKS: (usize, usize) = (128, 512);
+
+/// The score-tile shape for this CPU: [`DEFAULT_QUERY_BLOCK`] × [`DEFAULT_KEY_BLOCK`] when the L2 cache read from
+/// sysfs holds at least 2 MiB, [`SMALL_L2_BLOCKS`] otherwise (or when it cannot be read).
+pub fn default_blocks() -> (usize, usize) {
+    static BLOCKS: std::sync::OnceLock<(usize, usize)> = std::sync::OnceLock::new();
+    *BLOCKS.get_or_init(|| match l2_bytes() {
+        Some(bytes) if bytes >= 2 << 20 => (DEFAULT_QUERY_BLOCK, DEFAULT_KEY_BLOCK),
+        _ => SMALL_L2_BLOCKS,
+    })
+}
+
+/// Size of the first CPU's level-2 cache (`/sys/devices/system/cpu/cpu0/cache/index*/`, sizes like `512K`).
+fn l2_bytes() -> Option<usize> {
+    let dir = std::path::Path::new("/sys/devices/system/cpu/cpu0/cache");
+    (0..8).find_map(|index| {
+        let entry = dir.join(format!("index{index}"));
+        let level = std::fs::read_to_string(entry.join("level")).ok()?;
+        if level.trim() != "2" {
+            return None;
+        }
+        let size = std::fs::read_to_string(entry.join("size")).ok()?;
+        let size = size.trim();
+        let (digits, unit) = size.split_at(
+            size.find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(size.len()),
+        );
+        let value: usize = digits.parse().ok()?;
+        match unit {
+            "K" => Some(value << 10),
+            "M" => Some(value << 20),
+            "" => Some(value),
+            _ => None,
+        }
+    })
+}
 
 /// `softmax(q·kᵀ/√d)·v` for `q` `[B, H, Lq, d]`, `k` `[B, H, Lk, d]`, `v` `[B, H, Lk, dv]` (f32); returns
 /// `[B, H, Lq, dv]`. Non-CPU tensors go through candle's unfused ops.
@@ -32,7 +71,8 @@ pub fn scaled_dot_product_attention(
     k: &Tensor,
     v: &Tensor,
 ) -> candle_core::Result<Tensor> {
-    scaled_dot_product_attention_with_blocks(q, k, v, DEFAULT_QUERY_BLOCK, DEFAULT_KEY_BLOCK)
+    let (query_block, key_block) = default_blocks();
+    scaled_dot_product_attention_with_blocks(q, k, v, query_block, key_block)
 }
 
 /// Multi-head attention on token-major tensors, as `Attention` layers produce them: `q` `[B, Lq, H·d]`,
@@ -95,15 +135,8 @@ pub fn scaled_dot_product_attention_tokens(
                     v: Strides::tokens(heads, dv, v_rs, v_bs),
                     out: Strides::tokens(heads, dv, vw, lq * vw),
                 };
-                run(
-                    &shape,
-                    q,
-                    k,
-                    v,
-                    &mut out,
-                    DEFAULT_QUERY_BLOCK,
-                    DEFAULT_KEY_BLOCK,
-                );
+                let (query_block, key_block) = default_blocks();
+                run(&shape, q, k, v, &mut out, query_block, key_block);
                 Ok(())
             })
         })

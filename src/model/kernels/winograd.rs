@@ -117,9 +117,6 @@ mod imp {
     use crate::model::kernels::direct::{micro_kernel, DirectIo, DirectShape, CO_BLOCK, PANEL};
     use crate::model::kernels::storage::SharedMut;
 
-    /// Output-channel blocks whose `M` is computed before its output transform (`M` chunk: 16 × 48 × 64 floats,
-    /// 196 KiB, stays in L2).
-    const BLOCKS_PER_CHUNK: usize = 8;
     /// Input channels per pass of the micro-kernel (their `V` rows for one ξ: 64 × 64 floats = 16 KiB, in L1).
     const CHANNELS_PER_PASS: usize = 64;
     /// Calls with at most this many panels take the small-image path (`Job::run_small`): measured on 640 channels
@@ -495,9 +492,9 @@ mod imp {
             }
         }
 
-        /// Input transform of the panel into `v` when `fill` (else `v` already holds it), then per chunk of
-        /// output channels: the 16 products and the output transform. Inlined into the variants above, so it is
-        /// compiled for their instruction sets.
+        /// Input transform of the panel into `v` when `fill` (else `v` already holds it), then the 16 products
+        /// for the output-channel blocks `blocks` (ξ by ξ) and the output transform. Inlined into the variants
+        /// above, so it is compiled for their instruction sets.
         #[inline(always)]
         unsafe fn run<const AVX512: bool>(
             &self,
@@ -513,54 +510,51 @@ mod imp {
                 self.fill_v(panel, 0..s.c_in, v as *mut f32);
             }
             let tiles_w = s.ow().div_ceil(2);
-            let chunk_len = BLOCKS_PER_CHUNK * CO_BLOCK * PANEL;
-            let m = scratch(m, 16 * chunk_len);
+            // M[ξ][k − first][lane] for every output channel of the task: each ξ plane (≤ 330 KiB for 1280
+            // channels) stays in L2 while the input channels are walked, and `V` is read once per task.
+            let m_plane = blocks.len() * CO_BLOCK * PANEL;
+            let m = scratch(m, 16 * m_plane);
             let co_blocks = s.c_out.div_ceil(CO_BLOCK);
             let filter_plane = co_blocks * s.c_in * CO_BLOCK;
-            for chunk_start in blocks.clone().step_by(BLOCKS_PER_CHUNK) {
-                let chunk = chunk_start..(chunk_start + BLOCKS_PER_CHUNK).min(blocks.end);
-                for xi in 0..16 {
-                    for ci0 in (0..s.c_in).step_by(CHANNELS_PER_PASS) {
-                        let channels = CHANNELS_PER_PASS.min(s.c_in - ci0);
-                        for block in chunk.clone() {
-                            let dst =
-                                m.add(xi * chunk_len + (block - chunk_start) * CO_BLOCK * PANEL);
-                            let v = v.add(xi * v_plane + ci0 * PANEL);
-                            let u = self
-                                .filters
-                                .as_ptr()
-                                .add(xi * filter_plane + (block * s.c_in + ci0) * CO_BLOCK);
-                            if AVX512 {
-                                let acc = &mut *(dst as *mut [__m512; 24]);
-                                if ci0 == 0 {
-                                    *acc = [_mm512_setzero_ps(); 24];
-                                }
-                                micro_kernel(v, PANEL, channels, &[0], u, acc);
-                            } else {
-                                for sub in 0..RUNS_PER_PANEL.min(panel.len()) {
-                                    micro_kernel_avx2(
-                                        v.add(sub * RUN),
-                                        channels,
-                                        u,
-                                        dst.add(sub * RUN),
-                                        ci0 == 0,
-                                    );
-                                }
+            for xi in 0..16 {
+                for ci0 in (0..s.c_in).step_by(CHANNELS_PER_PASS) {
+                    let channels = CHANNELS_PER_PASS.min(s.c_in - ci0);
+                    let v = v.add(xi * v_plane + ci0 * PANEL);
+                    for block in blocks.clone() {
+                        let dst = m.add(xi * m_plane + (block - blocks.start) * CO_BLOCK * PANEL);
+                        let u = self
+                            .filters
+                            .as_ptr()
+                            .add(xi * filter_plane + (block * s.c_in + ci0) * CO_BLOCK);
+                        if AVX512 {
+                            let acc = &mut *(dst as *mut [__m512; 24]);
+                            if ci0 == 0 {
+                                *acc = [_mm512_setzero_ps(); 24];
+                            }
+                            micro_kernel(v, PANEL, channels, &[0], u, acc);
+                        } else {
+                            for sub in 0..RUNS_PER_PANEL.min(panel.len()) {
+                                micro_kernel_avx2(
+                                    v.add(sub * RUN),
+                                    channels,
+                                    u,
+                                    dst.add(sub * RUN),
+                                    ci0 == 0,
+                                );
                             }
                         }
                     }
                 }
-                let first = chunk_start * CO_BLOCK;
-                let last = (chunk.end * CO_BLOCK).min(s.c_out);
-                for co in first..last {
-                    for (slot, run) in panel.iter().enumerate() {
-                        let at = m.add((co - first) * PANEL + slot * RUN);
-                        let y = output_transform(at, chunk_len);
-                        if run.in_one_row(tiles_w) {
-                            self.store_tiles(run, co, &y);
-                        } else {
-                            self.store_scattered_tiles(run, co, &y);
-                        }
+            }
+            let first = blocks.start * CO_BLOCK;
+            let last = (blocks.end * CO_BLOCK).min(s.c_out);
+            for co in first..last {
+                for (slot, run) in panel.iter().enumerate() {
+                    let y = output_transform(m.add((co - first) * PANEL + slot * RUN), m_plane);
+                    if run.in_one_row(tiles_w) {
+                        self.store_tiles(run, co, &y);
+                    } else {
+                        self.store_scattered_tiles(run, co, &y);
                     }
                 }
             }
