@@ -10,6 +10,7 @@ use candle_core::Tensor;
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::attention_avx2;
 use super::simd::{column_exp2_sub_sum, column_max, scale_rows};
 use super::storage::{
     check_f32, dims, tensor_from_vec, threads, with_f32_rows, with_f32_slice, KernelError,
@@ -358,12 +359,30 @@ fn attend_block(
     let key_block = key_block.min(shape.lk);
     let factor = std::f32::consts::LOG2_E / (d as f32).sqrt();
     let sc = scratch;
+    // AVX2 products (no packing) read the queries transposed and want whole 16-row register blocks: `lanes` is
+    // the column stride of `s` and `o` (rows past `rows` hold zero queries, never read back).
+    let avx2 = attention_avx2::available();
+    let lanes = if avx2 {
+        rows.next_multiple_of(attention_avx2::LANES)
+    } else {
+        rows
+    };
     sc.q.clear();
-    for r in 0..rows {
-        let row = &q[r * shape.q.row_stride..][..d];
-        sc.q.extend(row.iter().map(|x| x * factor));
+    if avx2 {
+        sc.q.resize(d * lanes, 0.0);
+        for r in 0..rows {
+            let row = &q[r * shape.q.row_stride..][..d];
+            for (c, &x) in row.iter().enumerate() {
+                sc.q[c * lanes + r] = x * factor;
+            }
+        }
+    } else {
+        for r in 0..rows {
+            let row = &q[r * shape.q.row_stride..][..d];
+            sc.q.extend(row.iter().map(|x| x * factor));
+        }
     }
-    sc.s.resize(rows * key_block, 0.0);
+    sc.s.resize(lanes * key_block, 0.0);
     for (buffer, value) in [
         (&mut sc.m, f32::NEG_INFINITY),
         (&mut sc.m_new, f32::NEG_INFINITY),
@@ -374,17 +393,29 @@ fn attend_block(
         buffer.resize(rows, value);
     }
     sc.o.clear();
-    sc.o.resize(rows * dv, 0.0);
+    sc.o.resize(lanes * dv, 0.0);
     for key0 in (0..shape.lk).step_by(key_block) {
         let keys = key_block.min(shape.lk - key0);
         let k = &k[key0 * shape.k.row_stride..];
-        scores_key_major(&sc.q, k, shape.k.row_stride, &mut sc.s, rows, keys, d);
-        online_softmax(sc, rows, keys, dv);
         let v = &v[key0 * shape.v.row_stride..];
-        accumulate_pv(&sc.s, v, shape.v.row_stride, &mut sc.o, rows, keys, dv);
+        sc.m_new.copy_from_slice(&sc.m);
+        if avx2 {
+            let (k_rs, s) = (shape.k.row_stride, &mut sc.s);
+            attention_avx2::scores_with_max(&sc.q, k, k_rs, d, keys, s, &mut sc.m_new);
+        } else {
+            scores_key_major(&sc.q, k, shape.k.row_stride, &mut sc.s, rows, keys, d);
+            column_max(&sc.s, keys, rows, &mut sc.m_new);
+        }
+        online_softmax(sc, rows, lanes, keys, dv);
+        if avx2 {
+            let v_rs = shape.v.row_stride;
+            attention_avx2::weighted_values(&sc.s, v, v_rs, keys, dv, &mut sc.o);
+        } else {
+            accumulate_pv(&sc.s, v, shape.v.row_stride, &mut sc.o, rows, keys, dv);
+        }
     }
     // SAFETY: see `OutRows`.
-    unsafe { write_normalised(&sc.o, &mut sc.l, out, rows, dv) };
+    unsafe { write_normalised(&sc.o, lanes, &mut sc.l, out, rows, dv) };
 }
 
 /// The output rows of one task: row `r`, column `c` is at `start + offset + r·row_stride + c`.
@@ -395,12 +426,19 @@ struct OutRows {
     row_stride: usize,
 }
 
-/// `out[r, c] = o[c·rows + r] / l[r]`: the transpose of the column-major accumulator, in blocks of 8 rows so that
+/// `out[r, c] = o[c·stride + r] / l[r]`: the transpose of the column-major accumulator, in blocks of 8 rows so that
 /// both sides stay in a few cache lines (`l` is overwritten with its inverse).
 ///
 /// # Safety
 /// `out` must address `rows` rows of `dv` values inside the output buffer that no other task writes.
-unsafe fn write_normalised(o: &[f32], l: &mut [f32], out: OutRows, rows: usize, dv: usize) {
+unsafe fn write_normalised(
+    o: &[f32],
+    stride: usize,
+    l: &mut [f32],
+    out: OutRows,
+    rows: usize,
+    dv: usize,
+) {
     for x in l.iter_mut() {
         *x = 1.0 / *x;
     }
@@ -408,7 +446,7 @@ unsafe fn write_normalised(o: &[f32], l: &mut [f32], out: OutRows, rows: usize, 
     for r0 in (0..rows).step_by(BLOCK) {
         let r1 = (r0 + BLOCK).min(rows);
         for c in 0..dv {
-            let column = &o[c * rows + r0..c * rows + r1];
+            let column = &o[c * stride + r0..c * stride + r1];
             for ((r, &value), &inv) in (r0..r1).zip(column).zip(&l[r0..r1]) {
                 *out.start.ptr().add(out.offset + r * out.row_stride + c) = value * inv;
             }
@@ -453,11 +491,9 @@ fn scores_key_major(
     }
 }
 
-/// Turns the key-major score tile into probabilities `2^(s − m_new)`, updating the running max/sum and rescaling
-/// the accumulated output rows.
-fn online_softmax(sc: &mut Scratch, rows: usize, keys: usize, dv: usize) {
-    sc.m_new.copy_from_slice(&sc.m);
-    column_max(&sc.s, keys, rows, &mut sc.m_new);
+/// Turns the key-major score tile (column stride `lanes`) into probabilities `2^(s − m_new)` (`m_new`: the
+/// running max including this tile), updating the running max/sum and rescaling the accumulated output rows.
+fn online_softmax(sc: &mut Scratch, rows: usize, lanes: usize, keys: usize, dv: usize) {
     let mut grew = false;
     for r in 0..rows {
         let (old, new) = (sc.m[r], sc.m_new[r]);
@@ -466,10 +502,10 @@ fn online_softmax(sc: &mut Scratch, rows: usize, keys: usize, dv: usize) {
         sc.l[r] *= sc.correction[r];
     }
     if grew {
-        scale_rows(&mut sc.o[..rows * dv], rows, &sc.correction);
+        scale_rows(&mut sc.o[..lanes * dv], lanes, &sc.correction);
     }
     sc.m.copy_from_slice(&sc.m_new);
-    column_exp2_sub_sum(&mut sc.s, keys, rows, &sc.m, &mut sc.l);
+    column_exp2_sub_sum(&mut sc.s, keys, lanes, &sc.m, &mut sc.l);
 }
 
 /// `o[c·rows + r] += Σ_j p[j·rows + r]·v[j, c]` for `rows × dv` (rows of `v` are `v_rs` apart).

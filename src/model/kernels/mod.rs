@@ -6,6 +6,7 @@
 //! more than two busy threads. Tensors on other devices fall back to candle's own ops.
 
 pub mod attention;
+mod attention_avx2;
 pub mod conv;
 mod direct;
 pub mod linear;

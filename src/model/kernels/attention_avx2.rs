@@ -1,0 +1,174 @@
+//! The two products of the fused attention for AVX2 + FMA CPUs without AVX-512 (where `gemm`'s own kernels are
+//! used), with no packing of the score tile: scores `S = K·Qᵀ` key-major with the running column max taken from
+//! the registers, and `O += Pᵀ·V` reading the key-major probabilities in place.
+//!
+//! Both are 16 query rows (2 ymm) × 6 keys / value columns register blocks (12 accumulators), the layout the
+//! attention kernel already uses: `S[j·lanes + r]`, `O[c·lanes + r]`, query rows padded to `lanes` (a multiple
+//! of 16) with zero queries whose results are never read.
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) use imp::{available, scores_with_max, weighted_values};
+
+/// Query rows per register block.
+pub(crate) const LANES: usize = 16;
+
+#[cfg(target_arch = "x86_64")]
+mod imp {
+    use std::arch::x86_64::*;
+
+    use super::LANES;
+
+    /// Keys or value columns per register block.
+    const NB: usize = 6;
+
+    /// Whether this CPU takes these kernels: AVX2 and FMA, no AVX-512F.
+    pub(crate) fn available() -> bool {
+        is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && !is_x86_feature_detected!("avx512f")
+    }
+
+    /// `s[j·lanes + r] = Σ_c k[j·k_rs + c]·qt[c·lanes + r]` for `keys` keys and `lanes` query rows (`qt`: the
+    /// queries transposed, `d × lanes`), and `max[r] = max(max[r], s[j·lanes + r])` over all keys for
+    /// `r < max.len()`. Callers check [`available`].
+    pub(crate) fn scores_with_max(
+        qt: &[f32],
+        k: &[f32],
+        k_rs: usize,
+        d: usize,
+        keys: usize,
+        s: &mut [f32],
+        max: &mut [f32],
+    ) {
+        let lanes = qt.len() / d.max(1);
+        assert!(available() && lanes.is_multiple_of(LANES) && max.len() <= lanes);
+        assert!(keys > 0 && k.len() >= (keys - 1) * k_rs + d && s.len() >= keys * lanes);
+        // SAFETY: AVX2 and FMA are available; every pointer below stays inside the slices checked above.
+        unsafe { scores_avx2(qt, k, k_rs, d, keys, s, max, lanes) }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn scores_avx2(
+        qt: &[f32],
+        k: &[f32],
+        k_rs: usize,
+        d: usize,
+        keys: usize,
+        s: &mut [f32],
+        max: &mut [f32],
+        lanes: usize,
+    ) {
+        for r0 in (0..lanes).step_by(LANES) {
+            let q = qt.as_ptr().add(r0);
+            let mut m0 = _mm256_set1_ps(f32::NEG_INFINITY);
+            let mut m1 = m0;
+            for j0 in (0..keys).step_by(NB) {
+                let valid = NB.min(keys - j0);
+                // Rows past the last key repeat it (never stored).
+                let rows: [*const f32; NB] =
+                    std::array::from_fn(|j| k.as_ptr().add((j0 + j.min(valid - 1)) * k_rs));
+                let mut acc = [_mm256_setzero_ps(); 2 * NB];
+                for c in 0..d {
+                    let a0 = _mm256_loadu_ps(q.add(c * lanes));
+                    let a1 = _mm256_loadu_ps(q.add(c * lanes + 8));
+                    for (j, row) in rows.iter().enumerate() {
+                        let b = _mm256_broadcast_ss(&*row.add(c));
+                        acc[2 * j] = _mm256_fmadd_ps(a0, b, acc[2 * j]);
+                        acc[2 * j + 1] = _mm256_fmadd_ps(a1, b, acc[2 * j + 1]);
+                    }
+                }
+                for j in 0..valid {
+                    let dst = s.as_mut_ptr().add((j0 + j) * lanes + r0);
+                    _mm256_storeu_ps(dst, acc[2 * j]);
+                    _mm256_storeu_ps(dst.add(8), acc[2 * j + 1]);
+                    m0 = _mm256_max_ps(m0, acc[2 * j]);
+                    m1 = _mm256_max_ps(m1, acc[2 * j + 1]);
+                }
+            }
+            let mut block = [0f32; LANES];
+            _mm256_storeu_ps(block.as_mut_ptr(), m0);
+            _mm256_storeu_ps(block.as_mut_ptr().add(8), m1);
+            for (m, &b) in max.iter_mut().skip(r0).zip(&block) {
+                *m = m.max(b);
+            }
+        }
+    }
+
+    /// `o[c·lanes + r] += Σ_j p[j·lanes + r]·v[j·v_rs + c]` for `keys` keys, `dv` value columns and `lanes` rows.
+    /// Callers check [`available`].
+    pub(crate) fn weighted_values(
+        p: &[f32],
+        v: &[f32],
+        v_rs: usize,
+        keys: usize,
+        dv: usize,
+        o: &mut [f32],
+    ) {
+        let lanes = o.len() / dv.max(1);
+        assert!(available() && lanes.is_multiple_of(LANES) && dv > 0);
+        assert!(keys > 0 && v.len() >= (keys - 1) * v_rs + dv && p.len() >= keys * lanes);
+        // SAFETY: AVX2 and FMA are available; every pointer below stays inside the slices checked above.
+        unsafe { weighted_values_avx2(p, v, v_rs, keys, dv, o, lanes) }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn weighted_values_avx2(
+        p: &[f32],
+        v: &[f32],
+        v_rs: usize,
+        keys: usize,
+        dv: usize,
+        o: &mut [f32],
+        lanes: usize,
+    ) {
+        for r0 in (0..lanes).step_by(LANES) {
+            for c0 in (0..dv).step_by(NB) {
+                let valid = NB.min(dv - c0);
+                // Columns past the last one repeat it (never stored).
+                let columns: [usize; NB] = std::array::from_fn(|c| c0 + c.min(valid - 1));
+                let mut acc = [_mm256_setzero_ps(); 2 * NB];
+                for j in 0..keys {
+                    let a = p.as_ptr().add(j * lanes + r0);
+                    let a0 = _mm256_loadu_ps(a);
+                    let a1 = _mm256_loadu_ps(a.add(8));
+                    let row = v.as_ptr().add(j * v_rs);
+                    for (c, &column) in columns.iter().enumerate() {
+                        let b = _mm256_broadcast_ss(&*row.add(column));
+                        acc[2 * c] = _mm256_fmadd_ps(a0, b, acc[2 * c]);
+                        acc[2 * c + 1] = _mm256_fmadd_ps(a1, b, acc[2 * c + 1]);
+                    }
+                }
+                for c in 0..valid {
+                    let dst = o.as_mut_ptr().add((c0 + c) * lanes + r0);
+                    _mm256_storeu_ps(dst, _mm256_add_ps(_mm256_loadu_ps(dst), acc[2 * c]));
+                    let dst = dst.add(8);
+                    _mm256_storeu_ps(dst, _mm256_add_ps(_mm256_loadu_ps(dst), acc[2 * c + 1]));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) fn available() -> bool {
+    false
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) fn scores_with_max(
+    _: &[f32],
+    _: &[f32],
+    _: usize,
+    _: usize,
+    _: usize,
+    _: &mut [f32],
+    _: &mut [f32],
+) {
+    unreachable!("only called when available() is true")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) fn weighted_values(_: &[f32], _: &[f32], _: usize, _: usize, _: usize, _: &mut [f32]) {
+    unreachable!("only called when available() is true")
+}
