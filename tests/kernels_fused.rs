@@ -10,7 +10,7 @@ use loraeval::model::kernels::conv::{
     PackedConvWeight,
 };
 use loraeval::model::kernels::linear::{
-    linear, pointwise_conv_from_tokens, pointwise_conv_to_tokens,
+    linear, linear_geglu, pointwise_conv_from_tokens, pointwise_conv_to_tokens,
 };
 use loraeval::model::kernels::pointwise::{
     add_in_place, geglu, group_norm, group_norm_in_place, silu, GroupNormParams,
@@ -430,5 +430,25 @@ fn token_major_attention_matches_split_heads() {
     assert!(
         scaled_dot_product_attention_tokens(&q, &ctx_k, &ctx_v, 5).is_err(),
         "24 columns in 5 heads"
+    );
+}
+
+#[test]
+fn linear_geglu_matches_linear_then_geglu() {
+    // 2 × 1250 rows: several row blocks of 1024 and a partial one; odd widths; with and without bias.
+    let x = random(&[2, 1250, 13], 190);
+    let weight = random(&[2 * 11, 13], 191);
+    let bias = random(&[2 * 11], 192);
+    for bias in [Some(&bias), None] {
+        let want = geglu(&linear(&x, &weight, bias, None).unwrap()).unwrap();
+        let got = linear_geglu(&x, &weight, bias).unwrap();
+        assert_eq!(got.dims(), &[2, 1250, 11]);
+        let err = relative_error(&got, &want);
+        assert!(err < 1e-6, "bias {}: {err}", bias.is_some());
+    }
+    let odd = random(&[5, 13], 193);
+    assert!(
+        linear_geglu(&x, &odd, None).is_err(),
+        "odd projection width"
     );
 }

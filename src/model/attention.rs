@@ -157,7 +157,19 @@ impl FeedForward {
 impl FeedForward {
     /// `hidden · gelu(gate)` (GEGLU, one fused pass on f32).
     fn gated(&self, xs: &Tensor) -> Result<Tensor> {
-        let projected = self.net_0_proj.forward(xs)?;
+        let proj = &self.net_0_proj;
+        let plain = proj.adapters.is_empty()
+            && [xs, &proj.weight]
+                .iter()
+                .all(|t| t.dtype() == DType::F32 && t.device().is_cpu());
+        if plain && proj.bias.as_ref().is_none_or(|b| b.dtype() == DType::F32) {
+            return Ok(kernels::linear::linear_geglu(
+                xs,
+                &proj.weight,
+                proj.bias.as_ref(),
+            )?);
+        }
+        let projected = proj.forward(xs)?;
         if projected.dtype() == DType::F32 && projected.device().is_cpu() {
             return kernels::pointwise::geglu(&projected);
         }
