@@ -163,11 +163,7 @@ impl FeedForward {
                 .iter()
                 .all(|t| t.dtype() == DType::F32 && t.device().is_cpu());
         if plain && proj.bias.as_ref().is_none_or(|b| b.dtype() == DType::F32) {
-            return Ok(kernels::linear::linear_geglu(
-                xs,
-                &proj.weight,
-                proj.bias.as_ref(),
-            )?);
+            return kernels::linear::linear_geglu(xs, &proj.weight, proj.bias.as_ref());
         }
         let projected = proj.forward(xs)?;
         if projected.dtype() == DType::F32 && projected.device().is_cpu() {
