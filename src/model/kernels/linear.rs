@@ -196,6 +196,24 @@ fn project_and_gate(
     }
 }
 
+/// The values of a `[out]` bias as f32, checked against `out_dim`.
+fn bias_values(bias: Option<&Tensor>, out_dim: usize) -> candle_core::Result<Option<Vec<f32>>> {
+    let Some(b) = bias else {
+        return Ok(None);
+    };
+    let values = b
+        .to_dtype(candle_core::DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    if values.len() != out_dim {
+        return Err(shape_error(format!(
+            "bias {:?} for {out_dim} outputs",
+            b.dims()
+        )));
+    }
+    Ok(Some(values))
+}
+
 fn shape_error(detail: String) -> candle_core::Error {
     KernelError::Shape { op: OP, detail }.into_candle()
 }
@@ -208,22 +226,7 @@ fn initial_output(
     residual: Option<&Tensor>,
     out_shape: &[usize],
 ) -> candle_core::Result<Vec<f32>> {
-    let bias = match bias {
-        Some(b) => {
-            let values = b
-                .to_dtype(candle_core::DType::F32)?
-                .flatten_all()?
-                .to_vec1::<f32>()?;
-            if values.len() != out_dim {
-                return Err(shape_error(format!(
-                    "bias {:?} for {out_dim} outputs",
-                    b.dims()
-                )));
-            }
-            Some(values)
-        }
-        None => None,
-    };
+    let bias = bias_values(bias, out_dim)?;
     let Some(residual) = residual else {
         let mut out = vec![0f32; rows * out_dim];
         if let Some(bias) = &bias {
@@ -357,22 +360,7 @@ fn pointwise_conv_from_tokens_untimed(
     let out_shape = [batch, out_dim, h, w];
     // Initial value: per channel row `bias[o]` (+ residual), i.e. `initial_output` over `batch·out` rows of
     // `pixels`, with the bias expanded per row.
-    let row_bias = match bias {
-        Some(b) => {
-            let values = b
-                .to_dtype(candle_core::DType::F32)?
-                .flatten_all()?
-                .to_vec1::<f32>()?;
-            if values.len() != out_dim {
-                return Err(shape_error(format!(
-                    "bias {:?} for {out_dim} outputs",
-                    b.dims()
-                )));
-            }
-            Some(values)
-        }
-        None => None,
-    };
+    let row_bias = bias_values(bias, out_dim)?;
     let mut out = match residual {
         Some(r) => {
             check_f32(OP, r)?;

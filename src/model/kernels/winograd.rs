@@ -242,11 +242,11 @@ mod imp {
             let blocks = part * blocks_per_part..((part + 1) * blocks_per_part).min(co_blocks);
             // SAFETY: `shared_v` holds `panels · v_len` floats.
             let ready = shared.map(|v| unsafe { v.ptr().add(panel_index * v_len) as *const f32 });
-            SCRATCH.with(|scratch| {
-                let (v, m) = &mut *scratch.borrow_mut();
+            SCRATCH.with(|buffers| {
+                let (v, m) = &mut *buffers.borrow_mut();
                 let v = match ready {
                     Some(ready) => ready,
-                    None => scratch_filled(v, v_len),
+                    None => scratch(v, v_len) as *const f32,
                 };
                 // SAFETY: the CPU has the features of the variant called (checked above); tasks write disjoint
                 // output tiles/channels; `v` holds `v_len` floats.
@@ -259,11 +259,6 @@ mod imp {
                 };
             });
         });
-    }
-
-    /// [`scratch`], for `V` buffers that the task fills itself.
-    fn scratch_filled(buffer: &mut Vec<Vector>, floats: usize) -> *const f32 {
-        scratch(buffer, floats)
     }
 
     /// `U[ξ][k / 6][c][k mod 6]`: the transformed filters, output channels past `c_out` zero.
