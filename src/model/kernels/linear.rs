@@ -9,6 +9,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::pointwise::geglu_row;
+use super::sgemm::{self, Operand, PackedB};
 use super::storage::{check_f32, tensor_from_vec, threads, with_f32_slice, KernelError};
 use super::timing::timed;
 
@@ -52,35 +53,67 @@ fn linear_untimed(
     let has_init = bias.is_some() || residual.is_some();
     with_f32_slice(x, |x| {
         with_f32_slice(weight, |w| {
-            let parallelism = parallelism(rows * out_dim * in_dim);
-            // SAFETY: the slices hold rows×in, out×in and rows×out values with the strides given.
+            let parallel = rows * out_dim * in_dim >= PARALLEL_MIN_MACS;
+            // SAFETY: the slices hold rows×in, out×in and rows×out values.
             unsafe {
-                gemm::gemm(
-                    rows,
-                    out_dim,
-                    in_dim,
-                    out.as_mut_ptr(),
-                    1,
-                    out_dim as isize,
-                    has_init,
-                    x.as_ptr(),
-                    1,
-                    in_dim as isize,
-                    w.as_ptr(),
-                    in_dim as isize,
-                    1,
-                    if has_init { 1.0 } else { 0.0 },
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    parallelism,
-                );
-            }
+                x_times_weight_t((rows, out_dim, in_dim), x, w, &mut out, has_init, parallel)
+            };
             Ok(())
         })
     })?;
     tensor_from_vec(out, &out_shape)
+}
+
+/// `out (+)= x Wᵀ` for `x: rows × in`, `w: out × in`, `out: rows × out` (all row-major): the AVX2 [`sgemm`] where
+/// it is the better kernel, the `gemm` crate elsewhere.
+///
+/// # Safety
+/// The slices must hold at least the values named above.
+unsafe fn x_times_weight_t(
+    (rows, out_dim, in_dim): (usize, usize, usize),
+    x: &[f32],
+    w: &[f32],
+    out: &mut [f32],
+    accumulate: bool,
+    parallel: bool,
+) {
+    if sgemm::preferred() {
+        sgemm::sgemm(
+            (rows, out_dim, in_dim),
+            Operand::rows(x, in_dim),
+            Operand::transposed(w, in_dim),
+            out.as_mut_ptr(),
+            out_dim,
+            accumulate,
+            parallel,
+        );
+        return;
+    }
+    gemm::gemm(
+        rows,
+        out_dim,
+        in_dim,
+        out.as_mut_ptr(),
+        1,
+        out_dim as isize,
+        accumulate,
+        x.as_ptr(),
+        1,
+        in_dim as isize,
+        w.as_ptr(),
+        in_dim as isize,
+        1,
+        if accumulate { 1.0 } else { 0.0 },
+        1.0,
+        false,
+        false,
+        false,
+        if parallel && threads() > 1 {
+            Parallelism::Rayon(threads())
+        } else {
+            Parallelism::None
+        },
+    );
 }
 
 /// Rows per task of [`linear_geglu`]: the projected block (`rows × 2·inner` floats, 10 MiB for 2560 projected
@@ -124,6 +157,41 @@ fn linear_geglu_untimed(
     let init = initial_output(1, projected, bias, None, &[1, projected])?;
     let rows_per_task = GEGLU_ROWS.min(rows.div_ceil(threads()).max(1));
     let mut out = vec![0f32; rows * inner];
+    if sgemm::preferred() {
+        with_f32_slice(x, |x| {
+            with_f32_slice(weight, |w| {
+                // SAFETY: x is rows×in, w is projected×in.
+                let packed = unsafe {
+                    PackedB::new(Operand::transposed(w, in_dim), in_dim, projected, true)
+                };
+                out.par_chunks_mut((rows_per_task * inner).max(1))
+                    .enumerate()
+                    .for_each(|(task, dst)| {
+                        let block_rows = dst.len() / inner.max(1);
+                        let xs = &x[task * rows_per_task * in_dim..][..block_rows * in_dim];
+                        GEGLU_BLOCK.with(|block| {
+                            let mut block = block.borrow_mut();
+                            fill_rows(&mut block, &init, block_rows);
+                            // SAFETY: xs is block_rows×in, block is block_rows×projected.
+                            unsafe {
+                                sgemm::sgemm_packed(
+                                    block_rows,
+                                    Operand::rows(xs, in_dim),
+                                    &packed,
+                                    block.as_mut_ptr(),
+                                    projected,
+                                    true,
+                                    false,
+                                );
+                            }
+                            gate_rows(&block, dst, inner);
+                        });
+                    });
+                Ok(())
+            })
+        })?;
+        return tensor_from_vec(out, &out_shape(shape, inner));
+    }
     with_f32_slice(x, |x| {
         with_f32_slice(weight, |w| {
             out.par_chunks_mut((rows_per_task * inner).max(1))
@@ -146,11 +214,31 @@ fn linear_geglu_untimed(
             Ok(())
         })
     })?;
-    let mut out_shape = shape.to_vec();
-    if let Some(last) = out_shape.last_mut() {
-        *last = inner;
+    tensor_from_vec(out, &out_shape(shape, inner))
+}
+
+/// `shape` with its last dimension replaced by `last`.
+fn out_shape(shape: &[usize], last: usize) -> Vec<usize> {
+    let mut out = shape.to_vec();
+    if let Some(l) = out.last_mut() {
+        *l = last;
     }
-    tensor_from_vec(out, &out_shape)
+    out
+}
+
+/// `block` = `rows` copies of `init`.
+fn fill_rows(block: &mut Vec<f32>, init: &[f32], rows: usize) {
+    block.clear();
+    for _ in 0..rows {
+        block.extend_from_slice(init);
+    }
+}
+
+/// `dst` row by row = `h · gelu(gate)` of the projected rows `[h, gate]` in `block`.
+fn gate_rows(block: &[f32], dst: &mut [f32], inner: usize) {
+    for (row, out) in block.chunks(2 * inner).zip(dst.chunks_mut(inner)) {
+        geglu_row(&row[..inner], &row[inner..], out);
+    }
 }
 
 /// One block of [`linear_geglu`]: `block = init + xs Wᵀ` (`rows × 2·inner`), then `dst = h · gelu(gate)` row by row.
@@ -163,10 +251,7 @@ fn project_and_gate(
     (rows, in_dim, inner): (usize, usize, usize),
 ) {
     let projected = 2 * inner;
-    block.clear();
-    for _ in 0..rows {
-        block.extend_from_slice(init);
-    }
+    fill_rows(block, init, rows);
     // SAFETY: xs is rows×in, w is projected×in, block is rows×projected.
     unsafe {
         gemm::gemm(
@@ -191,9 +276,7 @@ fn project_and_gate(
             Parallelism::None,
         );
     }
-    for (row, out) in block.chunks(projected).zip(dst.chunks_mut(inner)) {
-        geglu_row(&row[..inner], &row[inner..], out);
-    }
+    gate_rows(block, dst, inner);
 }
 
 /// The values of a `[out]` bias as f32, checked against `out_dim`.

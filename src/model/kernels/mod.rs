@@ -11,6 +11,7 @@ pub mod conv;
 mod direct;
 pub mod linear;
 pub mod pointwise;
+mod sgemm;
 mod simd;
 mod storage;
 mod timing;
