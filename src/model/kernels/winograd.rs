@@ -261,7 +261,18 @@ mod imp {
         });
     }
 
-    /// `U[ξ][k / 6][c][k mod 6]`: the transformed filters, output channels past `c_out` zero.
+    /// Offset in a ξ plane of the packed filters of input channel `ci`, output-channel block `block`: planes are
+    /// `U[c / 64][k / 6][c mod 64][k mod 6]`, so for one pass of input channels the blocks follow each other and the
+    /// tasks read one contiguous stream per ξ and pass (a new stream per block left the prefetcher behind).
+    #[inline(always)]
+    fn filter_offset(s: &DirectShape, block: usize, ci: usize) -> usize {
+        let blocks = s.c_out.div_ceil(CO_BLOCK);
+        let ci0 = ci - ci % CHANNELS_PER_PASS;
+        let channels = CHANNELS_PER_PASS.min(s.c_in - ci0);
+        (ci0 * blocks + block * channels + (ci - ci0)) * CO_BLOCK
+    }
+
+    /// `U[ξ]` laid out as in [`filter_offset`]: the transformed filters, output channels past `c_out` zero.
     fn pack_filters(s: &DirectShape, weight: &[f32]) -> Vec<f32> {
         let blocks = s.c_out.div_ceil(CO_BLOCK);
         let block_len = s.c_in * CO_BLOCK;
@@ -281,7 +292,7 @@ mod imp {
                     for (xi, &value) in u.iter().enumerate() {
                         // SAFETY: (xi, block, ci, j) indexes inside `packed`; blocks are disjoint per task.
                         unsafe {
-                            *base.add(xi * per_xi + block * block_len + ci * CO_BLOCK + j) = value;
+                            *base.add(xi * per_xi + filter_offset(s, block, ci) + j) = value;
                         }
                     }
                 }
@@ -520,7 +531,7 @@ mod imp {
                         let u = self
                             .filters
                             .as_ptr()
-                            .add(xi * filter_plane + (block * s.c_in + ci0) * CO_BLOCK);
+                            .add(xi * filter_plane + filter_offset(s, block, ci0));
                         if AVX512 {
                             let acc = &mut *(dst as *mut [__m512; 24]);
                             if ci0 == 0 {
