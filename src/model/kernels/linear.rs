@@ -64,8 +64,7 @@ fn linear_untimed(
     tensor_from_vec(out, &out_shape)
 }
 
-/// `out (+)= x Wᵀ` for `x: rows × in`, `w: out × in`, `out: rows × out` (all row-major): the AVX2 [`sgemm`] where
-/// it is the better kernel, the `gemm` crate elsewhere.
+/// `out (+)= x Wᵀ` for `x: rows × in`, `w: out × in`, `out: rows × out` (all row-major).
 ///
 /// # Safety
 /// The slices must hold at least the values named above.
@@ -77,42 +76,14 @@ unsafe fn x_times_weight_t(
     accumulate: bool,
     parallel: bool,
 ) {
-    if sgemm::preferred() {
-        sgemm::sgemm(
-            (rows, out_dim, in_dim),
-            Operand::rows(x, in_dim),
-            Operand::transposed(w, in_dim),
-            out.as_mut_ptr(),
-            out_dim,
-            accumulate,
-            parallel,
-        );
-        return;
-    }
-    gemm::gemm(
-        rows,
-        out_dim,
-        in_dim,
+    sgemm::matmul(
+        (rows, out_dim, in_dim),
+        Operand::rows(x, in_dim),
+        Operand::transposed(w, in_dim),
         out.as_mut_ptr(),
-        1,
-        out_dim as isize,
+        out_dim,
         accumulate,
-        x.as_ptr(),
-        1,
-        in_dim as isize,
-        w.as_ptr(),
-        in_dim as isize,
-        1,
-        if accumulate { 1.0 } else { 0.0 },
-        1.0,
-        false,
-        false,
-        false,
-        if parallel && threads() > 1 {
-            Parallelism::Rayon(threads())
-        } else {
-            Parallelism::None
-        },
+        parallel,
     );
 }
 
@@ -377,28 +348,17 @@ fn pointwise_conv_to_tokens_untimed(
     with_f32_slice(x, |x| {
         with_f32_slice(&weight, |wt| {
             for b in 0..batch {
-                // SAFETY: image b of x is in×pixels, the weight out×in, output rows b·pixels.. are pixels×out.
+                // SAFETY: image b of x is in×pixels (read transposed), the weight out×in, output rows b·pixels..
+                // are pixels×out.
                 unsafe {
-                    gemm::gemm(
-                        pixels,
-                        out_dim,
-                        in_dim,
+                    sgemm::matmul(
+                        (pixels, out_dim, in_dim),
+                        Operand::transposed(&x[b * in_dim * pixels..], pixels),
+                        Operand::transposed(wt, in_dim),
                         out.as_mut_ptr().add(b * pixels * out_dim),
-                        1,
-                        out_dim as isize,
+                        out_dim,
                         true,
-                        x.as_ptr().add(b * in_dim * pixels),
-                        pixels as isize,
-                        1,
-                        wt.as_ptr(),
-                        in_dim as isize,
-                        1,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        parallelism(pixels * out_dim * in_dim),
+                        pixels * out_dim * in_dim >= PARALLEL_MIN_MACS,
                     );
                 }
             }
@@ -469,28 +429,17 @@ fn pointwise_conv_from_tokens_untimed(
     with_f32_slice(tokens, |t| {
         with_f32_slice(&weight, |wt| {
             for b in 0..batch {
-                // SAFETY: tokens of image b are pixels×in, the weight out×in, output image b is out×pixels.
+                // SAFETY: tokens of image b are pixels×in (read transposed), the weight out×in, output image b is
+                // out×pixels.
                 unsafe {
-                    gemm::gemm(
-                        out_dim,
-                        pixels,
-                        in_dim,
+                    sgemm::matmul(
+                        (out_dim, pixels, in_dim),
+                        Operand::rows(wt, in_dim),
+                        Operand::transposed(&t[b * pixels * in_dim..], in_dim),
                         out.as_mut_ptr().add(b * out_dim * pixels),
-                        1,
-                        pixels as isize,
+                        pixels,
                         true,
-                        wt.as_ptr(),
-                        1,
-                        in_dim as isize,
-                        t.as_ptr().add(b * pixels * in_dim),
-                        in_dim as isize,
-                        1,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        parallelism(pixels * out_dim * in_dim),
+                        pixels * out_dim * in_dim >= PARALLEL_MIN_MACS,
                     );
                 }
             }
@@ -498,12 +447,4 @@ fn pointwise_conv_from_tokens_untimed(
         })
     })?;
     tensor_from_vec(out, &out_shape)
-}
-
-fn parallelism(macs: usize) -> Parallelism {
-    if macs >= PARALLEL_MIN_MACS && threads() > 1 {
-        Parallelism::Rayon(threads())
-    } else {
-        Parallelism::None
-    }
 }

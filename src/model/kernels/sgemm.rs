@@ -270,6 +270,52 @@ pub(crate) unsafe fn sgemm_packed(
         .for_each(|task| run_task(task, a, b, out, accumulate));
 }
 
+/// `C (+)= A·B` (C row-major, rows `c_row_stride` apart; `accumulate` keeps C's values) with this module's kernel
+/// where it is the better one ([`preferred`]) and the `gemm` crate elsewhere.
+///
+/// # Safety
+/// As for [`sgemm`].
+pub(crate) unsafe fn matmul(
+    (m, n, k): (usize, usize, usize),
+    a: Operand,
+    b: Operand,
+    c: *mut f32,
+    c_row_stride: usize,
+    accumulate: bool,
+    parallel: bool,
+) {
+    if preferred() {
+        sgemm((m, n, k), a, b, c, c_row_stride, accumulate, parallel);
+        return;
+    }
+    let parallelism = if parallel && threads() > 1 {
+        gemm::Parallelism::Rayon(threads())
+    } else {
+        gemm::Parallelism::None
+    };
+    gemm::gemm(
+        m,
+        n,
+        k,
+        c,
+        1,
+        c_row_stride as isize,
+        accumulate,
+        a.ptr,
+        a.col_stride as isize,
+        a.row_stride as isize,
+        b.ptr,
+        b.col_stride as isize,
+        b.row_stride as isize,
+        if accumulate { 1.0 } else { 0.0 },
+        1.0,
+        false,
+        false,
+        false,
+        parallelism,
+    );
+}
+
 /// A block of rows times a range of B panels.
 struct Task {
     rows: std::ops::Range<usize>,
@@ -336,7 +382,14 @@ unsafe fn pack_a(
     for (p, panel) in dst.chunks_exact_mut(kc * MR).enumerate() {
         let i0 = rows.start + p * MR;
         let valid = MR.min(rows.end - i0);
-        if a.col_stride == 1 {
+        if a.row_stride == 1 && valid == MR {
+            // Rows of A are columns of a row-major matrix (e.g. pixels of an NCHW image): 6 contiguous values per
+            // depth.
+            for (kk, column) in panel.chunks_exact_mut(MR).enumerate() {
+                let src = std::slice::from_raw_parts(a.ptr.add((k0 + kk) * a.col_stride + i0), MR);
+                column.copy_from_slice(src);
+            }
+        } else if a.col_stride == 1 {
             for r in 0..valid {
                 let src = std::slice::from_raw_parts(a.ptr.add((i0 + r) * a.row_stride + k0), kc);
                 for (d, &s) in panel[r..].iter_mut().step_by(MR).zip(src) {
@@ -514,35 +567,44 @@ mod tests {
             .collect()
     }
 
-    /// `init + A·B` in f64 for row-major A (`m × k`) and B given as `[n, k]` (transposed) or `[k, n]`.
-    fn reference(
-        m: usize,
-        n: usize,
-        k: usize,
-        a: &[f32],
-        b: &[f32],
-        b_transposed: bool,
-        init: &[f32],
-    ) -> Vec<f32> {
+    /// `init + A·B` in f64 for row-major A (`m × k`) and B (`k × n`).
+    fn reference(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], init: &[f32]) -> Vec<f32> {
         let mut out = init.to_vec();
         for i in 0..m {
             for j in 0..n {
-                let mut sum = 0f64;
-                for kk in 0..k {
-                    let bv = if b_transposed {
-                        b[j * k + kk]
-                    } else {
-                        b[kk * n + j]
-                    };
-                    sum += a[i * k + kk] as f64 * bv as f64;
-                }
+                let sum: f64 = (0..k)
+                    .map(|kk| a[i * k + kk] as f64 * b[kk * n + j] as f64)
+                    .sum();
                 out[i * n + j] += sum as f32;
             }
         }
         out
     }
 
-    fn check(m: usize, n: usize, k: usize, b_transposed: bool, accumulate: bool, parallel: bool) {
+    /// The `rows × cols` row-major matrix `values` stored transposed (`cols × rows`).
+    fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+        (0..cols * rows)
+            .map(|t| values[(t % rows) * cols + t / rows])
+            .collect()
+    }
+
+    /// The operand for a logical row-major `rows × cols` matrix, stored as given or transposed.
+    fn operand(stored: &[f32], rows: usize, cols: usize, transposed: bool) -> Operand {
+        if transposed {
+            Operand::transposed(stored, rows)
+        } else {
+            Operand::rows(stored, cols)
+        }
+    }
+
+    fn check(
+        m: usize,
+        n: usize,
+        k: usize,
+        (a_t, b_t): (bool, bool),
+        accumulate: bool,
+        parallel: bool,
+    ) {
         let a = values(m * k, 1);
         let b = values(k * n, 2);
         let init = if accumulate {
@@ -550,22 +612,19 @@ mod tests {
         } else {
             vec![0.0; m * n]
         };
-        let expected = reference(m, n, k, &a, &b, b_transposed, &init);
+        let expected = reference(m, n, k, &a, &b, &init);
         let mut c = if accumulate {
             init.clone()
         } else {
             vec![f32::NAN; m * n]
         };
-        let b_operand = if b_transposed {
-            Operand::transposed(&b, k)
-        } else {
-            Operand::rows(&b, n)
-        };
+        let a_stored = if a_t { transpose(&a, m, k) } else { a.clone() };
+        let b_stored = if b_t { transpose(&b, k, n) } else { b.clone() };
         unsafe {
             sgemm(
                 (m, n, k),
-                Operand::rows(&a, k),
-                b_operand,
+                operand(&a_stored, m, k, a_t),
+                operand(&b_stored, k, n, b_t),
                 c.as_mut_ptr(),
                 n,
                 accumulate,
@@ -576,7 +635,7 @@ mod tests {
             let tolerance = 1e-5 * (k as f32).sqrt().max(1.0) * 4.0;
             assert!(
                 (got - want).abs() <= tolerance,
-                "{m}x{n}x{k} (transposed B {b_transposed}, accumulate {accumulate}): C[{index}] = {got}, want {want}"
+                "{m}x{n}x{k} (transposed A {a_t}, B {b_t}, accumulate {accumulate}): C[{index}] = {got}, want {want}"
             );
         }
     }
@@ -595,10 +654,10 @@ mod tests {
             (150, 40, 513),
             (13, 33, 0),
         ] {
-            for b_transposed in [false, true] {
+            for layout in [(false, false), (false, true), (true, false), (true, true)] {
                 for accumulate in [false, true] {
                     for parallel in [false, true] {
-                        check(m, n, k, b_transposed, accumulate, parallel);
+                        check(m, n, k, layout, accumulate, parallel);
                     }
                 }
             }
