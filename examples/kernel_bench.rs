@@ -20,7 +20,7 @@ use candle_core::{Device, Tensor};
 use loraeval::model::attention as unfused;
 use loraeval::model::config::{UNetConfig, VaeConfig};
 use loraeval::model::kernels::attention::{
-    default_blocks, scaled_dot_product_attention_with_blocks,
+    default_blocks, scaled_dot_product_attention_tokens, scaled_dot_product_attention_with_blocks,
 };
 use loraeval::model::kernels::conv::{
     conv2d, conv2d_add, conv2d_with_tile, ConvAdd, ConvAlgorithm, PackedConvWeight,
@@ -198,6 +198,13 @@ fn bench_attention(
         )?)
     })?;
     report(&name, "ours", flop, &t);
+    // The layout the UNet's attention layers hand over: token-major `[B, L, H·d]`, heads side by side.
+    let tokens = |t: &Tensor| t.transpose(1, 2)?.flatten_from(2)?.contiguous();
+    let (qt, kt, vt) = (tokens(&q)?, tokens(&k)?, tokens(&v)?);
+    let t = best_ms(options.reps, || {
+        Ok(scaled_dot_product_attention_tokens(&qt, &kt, &vt, heads)?)
+    })?;
+    report(&name, "ours tokens", flop, &t);
     if !options.ours_only {
         let t = best_ms(options.reps, || {
             Ok(unfused::scaled_dot_product_attention(&q, &k, &v)?)

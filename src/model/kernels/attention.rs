@@ -339,6 +339,18 @@ fn balanced_query_block(shape: &Dims, query_block: usize) -> usize {
     block
 }
 
+/// Column stride of the AVX2 path's key-major tiles for `rows` query rows: a multiple of 16 floats (whole register
+/// blocks) and an odd number of 64-byte lines, so that walking a column (one line per key) spreads over every L1
+/// set; with 128 rows (512 bytes, 8 lines) a column used only 8 of the 64 sets and the `P·V` loads missed L1.
+fn padded_stride(rows: usize) -> usize {
+    let lanes = rows.next_multiple_of(attention_avx2::LANES);
+    if (lanes / attention_avx2::LANES).is_multiple_of(2) {
+        lanes + attention_avx2::LANES
+    } else {
+        lanes
+    }
+}
+
 /// Attention of `rows` query rows against all keys of one head, written to `out` (`[rows, dv]`).
 ///
 /// Scores are kept key-major (`s[j·rows + r]`): the softmax then runs down columns, vectorised across query rows
@@ -360,13 +372,10 @@ fn attend_block(
     let factor = std::f32::consts::LOG2_E / (d as f32).sqrt();
     let sc = scratch;
     // AVX2 products (no packing) read the queries transposed and want whole 16-row register blocks: `lanes` is
-    // the column stride of `s` and `o` (rows past `rows` hold zero queries, never read back).
+    // the column stride of `s` and `o`, padded by `padded_stride` (rows past `rows` hold zero queries, never read
+    // back).
     let avx2 = attention_avx2::available();
-    let lanes = if avx2 {
-        rows.next_multiple_of(attention_avx2::LANES)
-    } else {
-        rows
-    };
+    let lanes = if avx2 { padded_stride(rows) } else { rows };
     sc.q.clear();
     if avx2 {
         sc.q.resize(d * lanes, 0.0);
@@ -401,7 +410,7 @@ fn attend_block(
         sc.m_new.copy_from_slice(&sc.m);
         if avx2 {
             let (k_rs, s) = (shape.k.row_stride, &mut sc.s);
-            attention_avx2::scores_with_max(&sc.q, k, k_rs, d, keys, s, &mut sc.m_new);
+            attention_avx2::scores_with_max(&sc.q, lanes, k, k_rs, d, keys, s, &mut sc.m_new);
         } else {
             scores_key_major(&sc.q, k, shape.k.row_stride, &mut sc.s, rows, keys, d);
             column_max(&sc.s, keys, rows, &mut sc.m_new);
@@ -409,7 +418,7 @@ fn attend_block(
         online_softmax(sc, rows, lanes, keys, dv);
         if avx2 {
             let v_rs = shape.v.row_stride;
-            attention_avx2::weighted_values(&sc.s, v, v_rs, keys, dv, &mut sc.o);
+            attention_avx2::weighted_values(&sc.s, (rows, lanes), v, v_rs, keys, dv, &mut sc.o);
         } else {
             accumulate_pv(&sc.s, v, shape.v.row_stride, &mut sc.o, rows, keys, dv);
         }

@@ -28,11 +28,12 @@ mod imp {
             && !is_x86_feature_detected!("avx512f")
     }
 
-    /// `s[j·lanes + r] = Σ_c k[j·k_rs + c]·qt[c·lanes + r]` for `keys` keys and `lanes` query rows (`qt`: the
-    /// queries transposed, `d × lanes`), and `max[r] = max(max[r], s[j·lanes + r])` over all keys for
-    /// `r < max.len()`. Callers check [`available`].
+    /// `s[j·stride + r] = Σ_c k[j·k_rs + c]·qt[c·stride + r]` for `keys` keys and the query rows `r < max.len()`
+    /// rounded up to 16 (`qt`: the queries transposed, `d × stride`), and `max[r] = max(max[r], s[j·stride + r])`
+    /// over all keys for `r < max.len()`. Callers check [`available`].
     pub(crate) fn scores_with_max(
         qt: &[f32],
+        stride: usize,
         k: &[f32],
         k_rs: usize,
         d: usize,
@@ -40,11 +41,11 @@ mod imp {
         s: &mut [f32],
         max: &mut [f32],
     ) {
-        let lanes = qt.len() / d.max(1);
-        assert!(available() && lanes.is_multiple_of(LANES) && max.len() <= lanes);
-        assert!(keys > 0 && k.len() >= (keys - 1) * k_rs + d && s.len() >= keys * lanes);
+        let rows = max.len().next_multiple_of(LANES);
+        assert!(available() && rows <= stride && qt.len() >= d * stride);
+        assert!(keys > 0 && k.len() >= (keys - 1) * k_rs + d && s.len() >= keys * stride);
         // SAFETY: AVX2 and FMA are available; every pointer below stays inside the slices checked above.
-        unsafe { scores_avx2(qt, k, k_rs, d, keys, s, max, lanes) }
+        unsafe { scores_avx2(qt, k, k_rs, d, keys, s, max, (rows, stride)) }
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -57,9 +58,9 @@ mod imp {
         keys: usize,
         s: &mut [f32],
         max: &mut [f32],
-        lanes: usize,
+        (rows, lanes): (usize, usize),
     ) {
-        for r0 in (0..lanes).step_by(LANES) {
+        for r0 in (0..rows).step_by(LANES) {
             let q = qt.as_ptr().add(r0);
             let mut m0 = _mm256_set1_ps(f32::NEG_INFINITY);
             let mut m1 = m0;
@@ -95,21 +96,23 @@ mod imp {
         }
     }
 
-    /// `o[c·lanes + r] += Σ_j p[j·lanes + r]·v[j·v_rs + c]` for `keys` keys, `dv` value columns and `lanes` rows.
-    /// Callers check [`available`].
+    /// `o[c·stride + r] += Σ_j p[j·stride + r]·v[j·v_rs + c]` for `keys` keys, `dv` value columns and `rows` rows
+    /// rounded up to 16. Callers check [`available`].
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn weighted_values(
         p: &[f32],
+        (rows, stride): (usize, usize),
         v: &[f32],
         v_rs: usize,
         keys: usize,
         dv: usize,
         o: &mut [f32],
     ) {
-        let lanes = o.len() / dv.max(1);
-        assert!(available() && lanes.is_multiple_of(LANES) && dv > 0);
-        assert!(keys > 0 && v.len() >= (keys - 1) * v_rs + dv && p.len() >= keys * lanes);
+        let rows = rows.next_multiple_of(LANES);
+        assert!(available() && rows <= stride && dv > 0 && o.len() >= dv * stride);
+        assert!(keys > 0 && v.len() >= (keys - 1) * v_rs + dv && p.len() >= keys * stride);
         // SAFETY: AVX2 and FMA are available; every pointer below stays inside the slices checked above.
-        unsafe { weighted_values_avx2(p, v, v_rs, keys, dv, o, lanes) }
+        unsafe { weighted_values_avx2(p, v, v_rs, keys, dv, o, (rows, stride)) }
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -120,9 +123,9 @@ mod imp {
         keys: usize,
         dv: usize,
         o: &mut [f32],
-        lanes: usize,
+        (rows, lanes): (usize, usize),
     ) {
-        for r0 in (0..lanes).step_by(LANES) {
+        for r0 in (0..rows).step_by(LANES) {
             for c0 in (0..dv).step_by(NB) {
                 let valid = NB.min(dv - c0);
                 // Columns past the last one repeat it (never stored).
@@ -158,6 +161,7 @@ pub(crate) fn available() -> bool {
 #[cfg(not(target_arch = "x86_64"))]
 pub(crate) fn scores_with_max(
     _: &[f32],
+    _: usize,
     _: &[f32],
     _: usize,
     _: usize,
@@ -169,6 +173,15 @@ pub(crate) fn scores_with_max(
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-pub(crate) fn weighted_values(_: &[f32], _: &[f32], _: usize, _: usize, _: usize, _: &mut [f32]) {
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn weighted_values(
+    _: &[f32],
+    _: (usize, usize),
+    _: &[f32],
+    _: usize,
+    _: usize,
+    _: usize,
+    _: &mut [f32],
+) {
     unreachable!("only called when available() is true")
 }
