@@ -410,7 +410,7 @@ fn attend_block(
         sc.m_new.copy_from_slice(&sc.m);
         if avx2 {
             let (k_rs, s) = (shape.k.row_stride, &mut sc.s);
-            attention_avx2::scores_with_max(&sc.q, lanes, k, k_rs, d, keys, s, &mut sc.m_new);
+            attention_avx2::scores_with_max((&sc.q, lanes), k, k_rs, d, keys, s, &mut sc.m_new);
         } else {
             scores_key_major(&sc.q, k, shape.k.row_stride, &mut sc.s, rows, keys, d);
             column_max(&sc.s, keys, rows, &mut sc.m_new);

@@ -32,8 +32,7 @@ mod imp {
     /// rounded up to 16 (`qt`: the queries transposed, `d × stride`), and `max[r] = max(max[r], s[j·stride + r])`
     /// over all keys for `r < max.len()`. Callers check [`available`].
     pub(crate) fn scores_with_max(
-        qt: &[f32],
-        stride: usize,
+        (qt, stride): (&[f32], usize),
         k: &[f32],
         k_rs: usize,
         d: usize,
@@ -98,7 +97,6 @@ mod imp {
 
     /// `o[c·stride + r] += Σ_j p[j·stride + r]·v[j·v_rs + c]` for `keys` keys, `dv` value columns and `rows` rows
     /// rounded up to 16. Callers check [`available`].
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn weighted_values(
         p: &[f32],
         (rows, stride): (usize, usize),
@@ -160,8 +158,7 @@ pub(crate) fn available() -> bool {
 
 #[cfg(not(target_arch = "x86_64"))]
 pub(crate) fn scores_with_max(
-    _: &[f32],
-    _: usize,
+    _: (&[f32], usize),
     _: &[f32],
     _: usize,
     _: usize,
@@ -173,7 +170,6 @@ pub(crate) fn scores_with_max(
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn weighted_values(
     _: &[f32],
     _: (usize, usize),
