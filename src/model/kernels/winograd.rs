@@ -127,6 +127,15 @@ mod imp {
     /// 256 KiB, also in L2). The whole `V` is read from L3 once per group.
     const SMALL_GROUP: usize = 4;
     const SMALL_CHANNELS: usize = 32;
+    /// Floats (one cache line) added to each ξ plane of `V` and `M`: a transform touches the same lane of all 16
+    /// planes, and planes of `c_in · 64` floats (a multiple of 4 KiB) would put those 16 lines in one L1 set.
+    const PAD: usize = 16;
+
+    /// Floats per ξ plane of `V` (`c_in` rows of [`PANEL`] lanes, plus [`PAD`]).
+    fn v_plane(c_in: usize) -> usize {
+        c_in * PANEL + PAD
+    }
+
     /// Floats per row of the input-transform scratch (34 used: 2·16 tiles + 2 columns of overlap).
     const ROW: usize = 48;
 
@@ -197,7 +206,7 @@ mod imp {
         };
         // With several tasks per panel (small images, many channels) the input transform is done once, up front.
         let mut shared_v = Vec::new();
-        let v_len = 16 * s.c_in * PANEL;
+        let v_len = 16 * v_plane(s.c_in);
         let shared = (small || parts > 1).then(|| {
             let v = SharedMut::new_for(scratch(&mut shared_v, panels.len() * v_len));
             let chunks = s.c_in.div_ceil(CHANNELS_PER_PASS);
@@ -358,7 +367,7 @@ mod imp {
             self.run_small::<false>(panels, v, blocks, u, m)
         }
 
-        /// Small images: output-channel blocks `blocks` over every panel (`V` of panel `p` at `v + p·16·c_in·64`).
+        /// Small images: output-channel blocks `blocks` over every panel (`V` of panel `p` at `v + p·16·v_plane`).
         /// Per block and pass of input channels the filters are transformed into `U[ξ][c][6]` (12 KiB) and used
         /// for every panel, so no transformed copy of the whole weight is ever written.
         #[inline(always)]
@@ -371,7 +380,7 @@ mod imp {
             m: &mut Vec<Vector>,
         ) {
             let s = self.s;
-            let v_len = 16 * s.c_in * PANEL;
+            let v_len = 16 * v_plane(s.c_in);
             let u_plane = SMALL_CHANNELS * CO_BLOCK;
             let u_len = 16 * u_plane;
             let u = scratch(u, SMALL_GROUP * u_len);
@@ -390,7 +399,7 @@ mod imp {
                             for (p, panel) in panels.iter().enumerate() {
                                 let dst =
                                     m.add(((g * panels.len() + p) * 16 + xi) * CO_BLOCK * PANEL);
-                                let v = v.add(p * v_len + xi * s.c_in * PANEL + ci0 * PANEL);
+                                let v = v.add(p * v_len + xi * v_plane(s.c_in) + ci0 * PANEL);
                                 let u = u.add(xi * u_plane);
                                 if AVX512 {
                                     let acc = &mut *(dst as *mut [__m512; 24]);
@@ -484,7 +493,7 @@ mod imp {
         #[inline(always)]
         unsafe fn fill_v(&self, panel: &[TileRun], channels: std::ops::Range<usize>, v: *mut f32) {
             let s = self.s;
-            let v_plane = s.c_in * PANEL;
+            let v_plane = v_plane(s.c_in);
             let tiles_w = s.ow().div_ceil(2);
             for (slot, run) in panel.iter().enumerate() {
                 for ci in channels.clone() {
@@ -511,14 +520,14 @@ mod imp {
             m: &mut Vec<Vector>,
         ) {
             let s = self.s;
-            let v_plane = s.c_in * PANEL;
+            let v_plane = v_plane(s.c_in);
             if fill {
                 self.fill_v(panel, 0..s.c_in, v as *mut f32);
             }
             let tiles_w = s.ow().div_ceil(2);
             // M[ξ][k − first][lane] for every output channel of the task: each ξ plane (≤ 330 KiB for 1280
             // channels) stays in L2 while the input channels are walked, and `V` is read once per task.
-            let m_plane = blocks.len() * CO_BLOCK * PANEL;
+            let m_plane = blocks.len() * CO_BLOCK * PANEL + PAD;
             let m = scratch(m, 16 * m_plane);
             let co_blocks = s.c_out.div_ceil(CO_BLOCK);
             let filter_plane = co_blocks * s.c_in * CO_BLOCK;
