@@ -307,6 +307,8 @@ fn run_tasks(
 ) {
     let query_block = balanced_query_block(shape, query_block);
     let blocks_per_head = shape.lq.div_ceil(query_block);
+    let key_block = key_block.min(shape.lk);
+    let packed = attention_avx2::available().then(|| PackedKeyValues::new(shape, k, v, key_block));
     let out = SharedMut::new(out);
     (0..shape.heads * blocks_per_head)
         .into_par_iter()
@@ -316,8 +318,13 @@ fn run_tasks(
             let rows = query_block.min(shape.lq - row0);
             let q =
                 &q[shape.q.base(head) + row0 * shape.q.row_stride..][..shape.q.span(rows, shape.d)];
-            let k = &k[shape.k.base(head)..][..shape.k.span(shape.lk, shape.d)];
-            let v = &v[shape.v.base(head)..][..shape.v.span(shape.lk, shape.dv)];
+            let key_values = match &packed {
+                Some(packed) => packed.head(head),
+                None => KeyValues::Rows {
+                    k: &k[shape.k.base(head)..][..shape.k.span(shape.lk, shape.d)],
+                    v: &v[shape.v.base(head)..][..shape.v.span(shape.lk, shape.dv)],
+                },
+            };
             // Task `task` alone writes columns 0..dv of output rows row0..row0+rows of head `head` (the other
             // heads' columns in the same rows belong to other tasks), so it gets a raw pointer, not a slice.
             let out = OutRows {
@@ -325,8 +332,85 @@ fn run_tasks(
                 offset: shape.out.base(head) + row0 * shape.out.row_stride,
                 row_stride: shape.out.row_stride,
             };
-            attend_block(shape, q, k, v, out, rows, key_block, scratch);
+            attend_block(shape, q, key_values, out, rows, key_block, scratch);
         });
+}
+
+/// The keys and values of one (batch, head) pair as [`attend_block`] reads them.
+#[derive(Clone, Copy)]
+enum KeyValues<'a> {
+    /// Rows in place (strides from [`Dims`]).
+    Rows { k: &'a [f32], v: &'a [f32] },
+    /// AVX2 path: key block `b` at `k[b·k_block ..]` packed by `attention_avx2::pack_keys`, its values at
+    /// `v[b·v_block ..]` packed by `attention_avx2::pack_values`.
+    Packed {
+        k: &'a [f32],
+        v: &'a [f32],
+        k_block: usize,
+        v_block: usize,
+    },
+}
+
+/// Keys and values of every pair packed once per call for the AVX2 products (every query block of a head reads
+/// all of them: packing per task cost more than it saved).
+struct PackedKeyValues {
+    k: Vec<f32>,
+    v: Vec<f32>,
+    /// Floats per key block in `k` / `v`, and key blocks per pair.
+    k_block: usize,
+    v_block: usize,
+    blocks: usize,
+}
+
+impl PackedKeyValues {
+    fn new(shape: &Dims, k: &[f32], v: &[f32], key_block: usize) -> Self {
+        let blocks = shape.lk.div_ceil(key_block);
+        let k_block = attention_avx2::packed_keys_len(key_block, shape.d);
+        let v_block = attention_avx2::packed_values_len(key_block, shape.dv);
+        let mut packed = PackedKeyValues {
+            k: vec![0f32; shape.heads * blocks * k_block],
+            v: vec![0f32; shape.heads * blocks * v_block],
+            k_block,
+            v_block,
+            blocks,
+        };
+        let keys_of = |block: usize| key_block.min(shape.lk - block * key_block);
+        packed
+            .k
+            .par_chunks_mut(k_block)
+            .enumerate()
+            .for_each(|(index, dst)| {
+                let (pair, block) = (index / blocks, index % blocks);
+                let rows = &k[shape.k.base(pair) + block * key_block * shape.k.row_stride..];
+                attention_avx2::pack_keys(rows, shape.k.row_stride, shape.d, keys_of(block), dst);
+            });
+        packed
+            .v
+            .par_chunks_mut(v_block)
+            .enumerate()
+            .for_each(|(index, dst)| {
+                let (pair, block) = (index / blocks, index % blocks);
+                let rows = &v[shape.v.base(pair) + block * key_block * shape.v.row_stride..];
+                attention_avx2::pack_values(
+                    rows,
+                    shape.v.row_stride,
+                    shape.dv,
+                    keys_of(block),
+                    dst,
+                );
+            });
+        packed
+    }
+
+    fn head(&self, pair: usize) -> KeyValues<'_> {
+        let (k_len, v_len) = (self.blocks * self.k_block, self.blocks * self.v_block);
+        KeyValues::Packed {
+            k: &self.k[pair * k_len..][..k_len],
+            v: &self.v[pair * v_len..][..v_len],
+            k_block: self.k_block,
+            v_block: self.v_block,
+        }
+    }
 }
 
 /// `query_block`, shrunk (not below 16 rows) until there are at least two tasks per thread.
@@ -360,8 +444,7 @@ fn padded_stride(rows: usize) -> usize {
 fn attend_block(
     shape: &Dims,
     q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    key_values: KeyValues,
     out: OutRows,
     rows: usize,
     key_block: usize,
@@ -374,7 +457,7 @@ fn attend_block(
     // AVX2 products (no packing) read the queries transposed and want whole 16-row register blocks: `lanes` is
     // the column stride of `s` and `o`, padded by `padded_stride` (rows past `rows` hold zero queries, never read
     // back).
-    let avx2 = attention_avx2::available();
+    let avx2 = matches!(key_values, KeyValues::Packed { .. });
     let lanes = if avx2 { padded_stride(rows) } else { rows };
     sc.q.clear();
     if avx2 {
@@ -403,24 +486,30 @@ fn attend_block(
     }
     sc.o.clear();
     sc.o.resize(lanes * dv, 0.0);
-    for key0 in (0..shape.lk).step_by(key_block) {
+    for (block, key0) in (0..shape.lk).step_by(key_block).enumerate() {
         let keys = key_block.min(shape.lk - key0);
-        let k = &k[key0 * shape.k.row_stride..];
-        let v = &v[key0 * shape.v.row_stride..];
         sc.m_new.copy_from_slice(&sc.m);
-        if avx2 {
-            let (k_rs, s) = (shape.k.row_stride, &mut sc.s);
-            attention_avx2::scores_with_max((&sc.q, lanes), k, k_rs, d, keys, s, &mut sc.m_new);
-        } else {
-            scores_key_major(&sc.q, k, shape.k.row_stride, &mut sc.s, rows, keys, d);
-            column_max(&sc.s, keys, rows, &mut sc.m_new);
+        match key_values {
+            KeyValues::Packed { k, k_block, .. } => {
+                let (k, s) = (&k[block * k_block..], &mut sc.s);
+                attention_avx2::scores_with_max((&sc.q, lanes), k, d, keys, s, &mut sc.m_new);
+            }
+            KeyValues::Rows { k, .. } => {
+                let k = &k[key0 * shape.k.row_stride..];
+                scores_key_major(&sc.q, k, shape.k.row_stride, &mut sc.s, rows, keys, d);
+                column_max(&sc.s, keys, rows, &mut sc.m_new);
+            }
         }
         online_softmax(sc, rows, lanes, keys, dv);
-        if avx2 {
-            let v_rs = shape.v.row_stride;
-            attention_avx2::weighted_values(&sc.s, (rows, lanes), v, v_rs, keys, dv, &mut sc.o);
-        } else {
-            accumulate_pv(&sc.s, v, shape.v.row_stride, &mut sc.o, rows, keys, dv);
+        match key_values {
+            KeyValues::Packed { v, v_block, .. } => {
+                let v = &v[block * v_block..];
+                attention_avx2::weighted_values(&sc.s, (rows, lanes), v, keys, dv, &mut sc.o);
+            }
+            KeyValues::Rows { v, .. } => {
+                let v = &v[key0 * shape.v.row_stride..];
+                accumulate_pv(&sc.s, v, shape.v.row_stride, &mut sc.o, rows, keys, dv);
+            }
         }
     }
     // SAFETY: see `OutRows`.

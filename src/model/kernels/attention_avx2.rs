@@ -3,11 +3,15 @@
 //! the registers, and `O += Pᵀ·V` reading the key-major probabilities in place.
 //!
 //! Both are 16 query rows (2 ymm) × 6 keys / value columns register blocks (12 accumulators), the layout the
-//! attention kernel already uses: `S[j·lanes + r]`, `O[c·lanes + r]`, query rows padded to `lanes` (a multiple
-//! of 16) with zero queries whose results are never read.
+//! attention kernel already uses: `S[j·lanes + r]`, `O[c·lanes + r]`, query rows padded to a multiple of 16 with
+//! zero queries whose results are never read. The broadcast operands (keys, values) are first packed per key block
+//! into groups of 6 (`pack_keys`, `pack_values`), so that the kernels read them as one contiguous stream.
 
 #[cfg(target_arch = "x86_64")]
-pub(crate) use imp::{available, scores_with_max, weighted_values};
+pub(crate) use imp::{
+    available, pack_keys, pack_values, packed_keys_len, packed_values_len, scores_with_max,
+    weighted_values,
+};
 
 /// Query rows per register block.
 pub(crate) const LANES: usize = 16;
@@ -33,8 +37,7 @@ mod imp {
     /// over all keys for `r < max.len()`. Callers check [`available`].
     pub(crate) fn scores_with_max(
         (qt, stride): (&[f32], usize),
-        k: &[f32],
-        k_rs: usize,
+        packed_keys: &[f32],
         d: usize,
         keys: usize,
         s: &mut [f32],
@@ -42,17 +45,59 @@ mod imp {
     ) {
         let rows = max.len().next_multiple_of(LANES);
         assert!(available() && rows <= stride && qt.len() >= d * stride);
-        assert!(keys > 0 && k.len() >= (keys - 1) * k_rs + d && s.len() >= keys * stride);
+        assert!(
+            keys > 0 && packed_keys.len() >= packed_keys_len(keys, d) && s.len() >= keys * stride
+        );
         // SAFETY: AVX2 and FMA are available; every pointer below stays inside the slices checked above.
-        unsafe { scores_avx2(qt, k, k_rs, d, keys, s, max, (rows, stride)) }
+        unsafe { scores_avx2(qt, packed_keys, d, keys, s, max, (rows, stride)) }
+    }
+
+    /// Floats [`pack_keys`] writes for `keys` keys of `d` values.
+    pub(crate) fn packed_keys_len(keys: usize, d: usize) -> usize {
+        keys.div_ceil(NB) * d * NB
+    }
+
+    /// Floats [`pack_values`] writes for `keys` keys of `dv` values.
+    pub(crate) fn packed_values_len(keys: usize, dv: usize) -> usize {
+        dv.div_ceil(NB) * keys * NB
+    }
+
+    /// Keys `0..keys` (rows `k_rs` apart, `d` values each) as groups of 6 `[group][c][6]`, the last group padded
+    /// with copies of the last key: the score kernel's broadcasts then read one contiguous stream (in the token
+    /// layout the rows are 1280 bytes apart and 512 of them fall into 16 L1 sets).
+    pub(crate) fn pack_keys(k: &[f32], k_rs: usize, d: usize, keys: usize, dst: &mut [f32]) {
+        assert!(keys > 0 && k.len() >= (keys - 1) * k_rs + d);
+        let dst = &mut dst[..packed_keys_len(keys, d)];
+        for (g, group) in dst.chunks_exact_mut(d * NB).enumerate() {
+            for j in 0..NB {
+                let key = (g * NB + j).min(keys - 1);
+                for (c, &value) in k[key * k_rs..][..d].iter().enumerate() {
+                    group[c * NB + j] = value;
+                }
+            }
+        }
+    }
+
+    /// Value columns `0..dv` of keys `0..keys` (rows `v_rs` apart) as groups of 6 columns `[group][key][6]`, the
+    /// last group padded with copies of the last column.
+    pub(crate) fn pack_values(v: &[f32], v_rs: usize, dv: usize, keys: usize, dst: &mut [f32]) {
+        assert!(keys > 0 && dv > 0 && v.len() >= (keys - 1) * v_rs + dv);
+        let dst = &mut dst[..packed_values_len(keys, dv)];
+        for (g, group) in dst.chunks_exact_mut(keys * NB).enumerate() {
+            for (j, out) in group.chunks_exact_mut(NB).enumerate() {
+                let row = &v[j * v_rs..][..dv];
+                for (c, o) in out.iter_mut().enumerate() {
+                    *o = row[(g * NB + c).min(dv - 1)];
+                }
+            }
+        }
     }
 
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn scores_avx2(
         qt: &[f32],
-        k: &[f32],
-        k_rs: usize,
+        packed_keys: &[f32],
         d: usize,
         keys: usize,
         s: &mut [f32],
@@ -65,15 +110,14 @@ mod imp {
             let mut m1 = m0;
             for j0 in (0..keys).step_by(NB) {
                 let valid = NB.min(keys - j0);
-                // Rows past the last key repeat it (never stored).
-                let rows: [*const f32; NB] =
-                    std::array::from_fn(|j| k.as_ptr().add((j0 + j.min(valid - 1)) * k_rs));
+                // Keys past the last one repeat it (never stored).
+                let group = packed_keys.as_ptr().add(j0 * d);
                 let mut acc = [_mm256_setzero_ps(); 2 * NB];
                 for c in 0..d {
                     let a0 = _mm256_loadu_ps(q.add(c * lanes));
                     let a1 = _mm256_loadu_ps(q.add(c * lanes + 8));
-                    for (j, row) in rows.iter().enumerate() {
-                        let b = _mm256_broadcast_ss(&*row.add(c));
+                    for j in 0..NB {
+                        let b = _mm256_broadcast_ss(&*group.add(c * NB + j));
                         acc[2 * j] = _mm256_fmadd_ps(a0, b, acc[2 * j]);
                         acc[2 * j + 1] = _mm256_fmadd_ps(a1, b, acc[2 * j + 1]);
                     }
@@ -100,24 +144,26 @@ mod imp {
     pub(crate) fn weighted_values(
         p: &[f32],
         (rows, stride): (usize, usize),
-        v: &[f32],
-        v_rs: usize,
+        packed_values: &[f32],
         keys: usize,
         dv: usize,
         o: &mut [f32],
     ) {
         let rows = rows.next_multiple_of(LANES);
         assert!(available() && rows <= stride && dv > 0 && o.len() >= dv * stride);
-        assert!(keys > 0 && v.len() >= (keys - 1) * v_rs + dv && p.len() >= keys * stride);
+        assert!(
+            keys > 0
+                && packed_values.len() >= packed_values_len(keys, dv)
+                && p.len() >= keys * stride
+        );
         // SAFETY: AVX2 and FMA are available; every pointer below stays inside the slices checked above.
-        unsafe { weighted_values_avx2(p, v, v_rs, keys, dv, o, (rows, stride)) }
+        unsafe { weighted_values_avx2(p, packed_values, keys, dv, o, (rows, stride)) }
     }
 
     #[target_feature(enable = "avx2,fma")]
     unsafe fn weighted_values_avx2(
         p: &[f32],
-        v: &[f32],
-        v_rs: usize,
+        packed_values: &[f32],
         keys: usize,
         dv: usize,
         o: &mut [f32],
@@ -127,15 +173,15 @@ mod imp {
             for c0 in (0..dv).step_by(NB) {
                 let valid = NB.min(dv - c0);
                 // Columns past the last one repeat it (never stored).
-                let columns: [usize; NB] = std::array::from_fn(|c| c0 + c.min(valid - 1));
+                let group = packed_values.as_ptr().add(c0 * keys);
                 let mut acc = [_mm256_setzero_ps(); 2 * NB];
                 for j in 0..keys {
                     let a = p.as_ptr().add(j * lanes + r0);
                     let a0 = _mm256_loadu_ps(a);
                     let a1 = _mm256_loadu_ps(a.add(8));
-                    let row = v.as_ptr().add(j * v_rs);
-                    for (c, &column) in columns.iter().enumerate() {
-                        let b = _mm256_broadcast_ss(&*row.add(column));
+                    let row = group.add(j * NB);
+                    for c in 0..NB {
+                        let b = _mm256_broadcast_ss(&*row.add(c));
                         acc[2 * c] = _mm256_fmadd_ps(a0, b, acc[2 * c]);
                         acc[2 * c + 1] = _mm256_fmadd_ps(a1, b, acc[2 * c + 1]);
                     }
@@ -162,7 +208,6 @@ pub(crate) fn scores_with_max(
     _: &[f32],
     _: usize,
     _: usize,
-    _: usize,
     _: &mut [f32],
     _: &mut [f32],
 ) {
@@ -176,8 +221,27 @@ pub(crate) fn weighted_values(
     _: &[f32],
     _: usize,
     _: usize,
-    _: usize,
     _: &mut [f32],
 ) {
     unreachable!("only called when available() is true")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) fn pack_keys(_: &[f32], _: usize, _: usize, _: usize, _: &mut [f32]) {
+    unreachable!("only called when available() is true")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) fn pack_values(_: &[f32], _: usize, _: usize, _: usize, _: &mut [f32]) {
+    unreachable!("only called when available() is true")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) fn packed_keys_len(_: usize, _: usize) -> usize {
+    0
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) fn packed_values_len(_: usize, _: usize) -> usize {
+    0
 }
