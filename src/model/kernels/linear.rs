@@ -1,11 +1,11 @@
-//! Fully connected layer `y = x Wᵀ + b (+ residual)` over f32 CPU tensors with one `gemm` call.
+//! Fully connected layer `y = x Wᵀ + b (+ residual)` over f32 CPU tensors with one matrix multiply
+//! (`sgemm::matmul`: this crate's AVX2 kernel or the `gemm` crate), plus the GEGLU and 1×1-convolution variants.
 //!
-//! The output buffer is first filled with `residual + b` (or `b`), then `gemm` accumulates `x Wᵀ` onto it, so the
+//! The output buffer is first filled with `residual + b` (or `b`), then the product is accumulated onto it, so the
 //! bias and a residual connection cost no extra pass over memory and no extra tensor (candle's `Linear` plus
 //! `+ residual` makes three passes and two temporaries). The weight is read in place as `[out, in]`.
 
 use candle_core::Tensor;
-use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::pointwise::geglu_row;
@@ -128,43 +128,13 @@ fn linear_geglu_untimed(
     let init = initial_output(1, projected, bias, None, &[1, projected])?;
     let rows_per_task = GEGLU_ROWS.min(rows.div_ceil(threads()).max(1));
     let mut out = vec![0f32; rows * inner];
-    if sgemm::preferred() {
-        with_f32_slice(x, |x| {
-            with_f32_slice(weight, |w| {
-                // SAFETY: x is rows×in, w is projected×in.
-                let packed = unsafe {
-                    PackedB::new(Operand::transposed(w, in_dim), in_dim, projected, true)
-                };
-                out.par_chunks_mut((rows_per_task * inner).max(1))
-                    .enumerate()
-                    .for_each(|(task, dst)| {
-                        let block_rows = dst.len() / inner.max(1);
-                        let xs = &x[task * rows_per_task * in_dim..][..block_rows * in_dim];
-                        GEGLU_BLOCK.with(|block| {
-                            let mut block = block.borrow_mut();
-                            fill_rows(&mut block, &init, block_rows);
-                            // SAFETY: xs is block_rows×in, block is block_rows×projected.
-                            unsafe {
-                                sgemm::sgemm_packed(
-                                    block_rows,
-                                    Operand::rows(xs, in_dim),
-                                    &packed,
-                                    block.as_mut_ptr(),
-                                    projected,
-                                    true,
-                                    false,
-                                );
-                            }
-                            gate_rows(&block, dst, inner);
-                        });
-                    });
-                Ok(())
-            })
-        })?;
-        return tensor_from_vec(out, &out_shape(shape, inner));
-    }
     with_f32_slice(x, |x| {
         with_f32_slice(weight, |w| {
+            // The weight packed once for all row blocks where this crate's GEMM runs.
+            // SAFETY: w is projected×in.
+            let packed = sgemm::preferred().then(|| unsafe {
+                PackedB::new(Operand::transposed(w, in_dim), in_dim, projected, true)
+            });
             out.par_chunks_mut((rows_per_task * inner).max(1))
                 .enumerate()
                 .for_each(|(task, dst)| {
@@ -172,14 +142,26 @@ fn linear_geglu_untimed(
                     let xs = &x[task * rows_per_task * in_dim..][..block_rows * in_dim];
                     GEGLU_BLOCK.with(|block| {
                         let mut block = block.borrow_mut();
-                        project_and_gate(
-                            xs,
-                            w,
-                            &init,
-                            &mut block,
-                            dst,
-                            (block_rows, in_dim, inner),
-                        );
+                        fill_rows(&mut block, &init, block_rows);
+                        let (a, c) = (Operand::rows(xs, in_dim), block.as_mut_ptr());
+                        // SAFETY: xs is block_rows×in, w projected×in, block block_rows×projected.
+                        unsafe {
+                            match &packed {
+                                Some(packed) => sgemm::sgemm_packed(
+                                    block_rows, a, packed, c, projected, true, false,
+                                ),
+                                None => sgemm::matmul(
+                                    (block_rows, projected, in_dim),
+                                    a,
+                                    Operand::transposed(w, in_dim),
+                                    c,
+                                    projected,
+                                    true,
+                                    false,
+                                ),
+                            }
+                        }
+                        gate_rows(&block, dst, inner);
                     });
                 });
             Ok(())
@@ -210,44 +192,6 @@ fn gate_rows(block: &[f32], dst: &mut [f32], inner: usize) {
     for (row, out) in block.chunks(2 * inner).zip(dst.chunks_mut(inner)) {
         geglu_row(&row[..inner], &row[inner..], out);
     }
-}
-
-/// One block of [`linear_geglu`]: `block = init + xs Wᵀ` (`rows × 2·inner`), then `dst = h · gelu(gate)` row by row.
-fn project_and_gate(
-    xs: &[f32],
-    w: &[f32],
-    init: &[f32],
-    block: &mut Vec<f32>,
-    dst: &mut [f32],
-    (rows, in_dim, inner): (usize, usize, usize),
-) {
-    let projected = 2 * inner;
-    fill_rows(block, init, rows);
-    // SAFETY: xs is rows×in, w is projected×in, block is rows×projected.
-    unsafe {
-        gemm::gemm(
-            rows,
-            projected,
-            in_dim,
-            block.as_mut_ptr(),
-            1,
-            projected as isize,
-            true,
-            xs.as_ptr(),
-            1,
-            in_dim as isize,
-            w.as_ptr(),
-            in_dim as isize,
-            1,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            Parallelism::None,
-        );
-    }
-    gate_rows(block, dst, inner);
 }
 
 /// The values of a `[out]` bias as f32, checked against `out_dim`.
