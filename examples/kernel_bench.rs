@@ -11,7 +11,9 @@
 //!
 //! `--model unet|vae --size PIXELS` instead times whole SD1.5 models with random weights (UNet: one CFG step,
 //! batch 2; VAE: one decode): every run's wall and process CPU time, so figures can be compared on a loaded machine;
-//! with `LORAEVAL_KERNEL_TIMES=1` also the wall time spent in each kernel.
+//! with `LORAEVAL_KERNEL_TIMES=1` also the wall time spent in each kernel. `--save FILE` makes the model's inputs
+//! deterministic and writes its output to FILE (safetensors, tensor `output`), to compare two builds'
+//! numbers with `scripts/compare_outputs.py`.
 
 use std::time::Instant;
 
@@ -41,6 +43,7 @@ struct Options {
     ours_only: bool,
     model: Option<String>,
     size: usize,
+    save: Option<String>,
 }
 
 fn parse_options() -> Result<Options> {
@@ -54,6 +57,7 @@ fn parse_options() -> Result<Options> {
         ours_only: false,
         model: None,
         size: 256,
+        save: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -70,6 +74,7 @@ fn parse_options() -> Result<Options> {
             "--ours" => options.ours_only = true,
             "--model" => options.model = args.next(),
             "--size" => options.size = args.next().unwrap_or_default().parse()?,
+            "--save" => options.save = args.next(),
             _ => options.filter = Some(arg),
         }
     }
@@ -222,9 +227,22 @@ fn wanted(options: &Options, name: &str) -> bool {
 }
 
 /// Times `reps` runs of a whole model (after one warm-up), printing wall and CPU seconds of each.
+/// A deterministic stand-in for `randn` (values in [-1.7, 1.7]), for `--save`.
+fn pattern(shape: &[usize]) -> Result<Tensor> {
+    let count: usize = shape.iter().product();
+    let values: Vec<f32> = (0..count)
+        .map(|i| (1.7 * (i as f64 * 0.618_034 + 0.25).sin()) as f32)
+        .collect();
+    Ok(Tensor::from_vec(values, shape, &Device::Cpu)?)
+}
+
 fn bench_model(options: &Options, model: &str) -> Result<()> {
     let device = Device::Cpu;
     let latent = options.size / 8;
+    let random = |shape: &[usize]| match options.save {
+        Some(_) => pattern(shape),
+        None => random(shape),
+    };
     let mut run: Box<dyn FnMut() -> Result<Tensor>> = match model {
         "unet" => {
             let config = UNetConfig::sd15();
@@ -241,7 +259,11 @@ fn bench_model(options: &Options, model: &str) -> Result<()> {
         }
         other => anyhow::bail!("--model must be unet or vae, got {other}"),
     };
-    run()?;
+    let output = run()?;
+    if let Some(path) = &options.save {
+        output.save_safetensors("output", path)?;
+        println!("saved {model} output {:?} to {path}", output.dims());
+    }
     take_kernel_times();
     for _ in 0..options.reps.max(1) {
         let load = load_average();

@@ -332,7 +332,8 @@ fn upsample_fused_into_conv_matches_upsample_then_conv() {
         let got = conv2d_upsample2x_add(&x, &packed, 1, add).unwrap();
         let err = relative_error(&got, &want);
         eprintln!("upsample+conv case {i}: {err:.2e}");
-        assert!(err < 1e-6, "case {i}: {err}");
+        // Widths ≥ 16 take Winograd F(4×4, 3×3), whose larger transform constants give ≈ 2e-6 here.
+        assert!(err < 1e-5, "case {i}: {err}");
     }
 }
 
@@ -372,7 +373,12 @@ fn group_norm_fused_into_conv_matches_norm_then_conv() {
             let got = conv2d_norm_add(&x, Some(norm), &packed, 1, 1, add, algorithm).unwrap();
             let err = relative_error(&got, &want);
             eprintln!("norm+conv silu {silu} {algorithm:?}: {err:.2e}");
-            assert!(err < 1e-6, "silu {silu} {algorithm:?}: {err}");
+            // Winograd F(4×4, 3×3): larger transform constants, ≈ 2e-6 here (F(2×2) gave 5e-7; the others 0).
+            let limit = match algorithm {
+                ConvAlgorithm::Winograd => 1e-5,
+                _ => 1e-6,
+            };
+            assert!(err < limit, "silu {silu} {algorithm:?}: {err}");
         }
     }
 }
