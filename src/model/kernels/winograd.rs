@@ -232,16 +232,34 @@ mod imp {
             s,
             io,
             filters: &[],
+            packed_blocks: 0..0,
             out: SharedMut::new(out),
         };
         let small_runs = tile_runs(s, F2::M);
         if small_runs.len().div_ceil(RUNS_PER_PANEL) <= SMALL_MAX_PANELS {
             job.run_small_call(&small_runs);
         } else {
-            with_packed_filters::<F4>(s, io.weight, |filters| {
-                Job { filters, ..job }.run_large_call::<F4>()
-            });
+            job.run_large_call::<F4>(FILTER_CHUNK_FLOATS);
         }
+    }
+
+    /// [`conv2d_winograd`] on the F(4×4, 3×3) path with at most `chunk_floats` transformed filters at a time
+    /// (tests: the chunking must not change a single bit).
+    #[cfg(test)]
+    pub(crate) fn conv2d_f4_chunked(
+        s: &DirectShape,
+        io: DirectIo,
+        out: &mut [f32],
+        chunk_floats: usize,
+    ) {
+        let job = Job {
+            s,
+            io,
+            filters: &[],
+            packed_blocks: 0..0,
+            out: SharedMut::new(out),
+        };
+        job.run_large_call::<F4>(chunk_floats);
     }
 
     /// Whether to use the AVX-512 micro-kernel.
@@ -249,12 +267,16 @@ mod imp {
         is_x86_feature_detected!("avx512f")
     }
 
-    /// Offset in a ξ plane of the packed filters of input channel `ci`, output-channel block `block`: planes are
-    /// `U[c / 64][k / 6][c mod 64][k mod 6]`, so for one pass of input channels the blocks follow each other and the
-    /// tasks read one contiguous stream per ξ and pass (a new stream per block left the prefetcher behind).
+    /// Floats of transformed filters packed at a time (64 MiB): the output channels are done in chunks of blocks
+    /// whose `U` fits, so a call never holds more (a whole 1280 → 1280 F(4×4) `U` is 236 MB).
+    const FILTER_CHUNK_FLOATS: usize = 16 << 20;
+
+    /// Offset in a ξ plane of packed filters holding `blocks` output-channel blocks, of input channel `ci` and
+    /// block `block` (counted from the first packed one): planes are `U[c / 64][k / 6][c mod 64][k mod 6]`, so for
+    /// one pass of input channels the blocks follow each other and the tasks read one contiguous stream per ξ and
+    /// pass (a new stream per block left the prefetcher behind).
     #[inline(always)]
-    fn filter_offset(s: &DirectShape, block: usize, ci: usize) -> usize {
-        let blocks = s.c_out.div_ceil(CO_BLOCK);
+    fn filter_offset(s: &DirectShape, blocks: usize, block: usize, ci: usize) -> usize {
         let ci0 = ci - ci % CHANNELS_PER_PASS;
         let channels = CHANNELS_PER_PASS.min(s.c_in - ci0);
         (ci0 * blocks + block * channels + (ci - ci0)) * CO_BLOCK
@@ -280,41 +302,43 @@ mod imp {
     }
 
     thread_local! {
-        /// The packed filters of the last call on this thread, reused (a fresh buffer of up to 236 MB per call
-        /// cost more in page faults than the transform).
+        /// Transformed filters, reused across calls (a fresh buffer per call cost more in page faults than the
+        /// transform); at most [`FILTER_CHUNK_FLOATS`] per calling thread.
         static FILTERS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     }
 
-    /// Runs `body` with `U[ξ]` of variant `V` laid out as in [`filter_offset`]: the transformed filters, output
-    /// channels past `c_out` zero. Every element is written, so the pooled buffer needs no clearing.
-    fn with_packed_filters<V: Variant>(s: &DirectShape, weight: &[f32], body: impl FnOnce(&[f32])) {
-        let blocks = s.c_out.div_ceil(CO_BLOCK);
-        let per_xi = blocks * s.c_in * CO_BLOCK;
-        FILTERS.with(|pool| {
-            let mut packed = pool.borrow_mut();
-            if packed.len() < V::XI * per_xi {
-                *packed = vec![0f32; V::XI * per_xi];
-            }
-            let shared = SharedMut::new(&mut packed);
-            // Parallel over output-channel blocks; each writes its slice of all ξ planes, 6 floats at a time.
-            (0..blocks).into_par_iter().for_each(|block| {
-                let base = shared.ptr();
-                for ci in 0..s.c_in {
-                    let u = transform_block::<V>(s, weight, block, ci);
-                    let at = filter_offset(s, block, ci);
-                    for (xi, u) in u.iter().enumerate().take(V::XI) {
-                        // SAFETY: (xi, block, ci) indexes inside `packed`; blocks are disjoint per task.
-                        unsafe {
-                            std::ptr::copy_nonoverlapping(
-                                u.as_ptr(),
-                                base.add(xi * per_xi + at),
-                                CO_BLOCK,
-                            )
-                        };
-                    }
+    /// `U[ξ]` of variant `V` for the output-channel blocks `blocks`, laid out as in [`filter_offset`] in
+    /// `packed` (resized as needed): the transformed filters, output channels past `c_out` zero.
+    fn pack_filters<V: Variant>(
+        s: &DirectShape,
+        weight: &[f32],
+        blocks: std::ops::Range<usize>,
+        packed: &mut Vec<f32>,
+    ) {
+        let per_xi = blocks.len() * s.c_in * CO_BLOCK;
+        // Every element used is written below, so a buffer from an earlier chunk needs no clearing (and is never
+        // shrunk: growing it again would clear the regrown part).
+        if packed.len() < V::XI * per_xi {
+            packed.resize(V::XI * per_xi, 0.0);
+        }
+        let shared = SharedMut::new(packed);
+        // Parallel over output-channel blocks; each writes its slice of all ξ planes, 6 floats at a time.
+        blocks.clone().into_par_iter().for_each(|block| {
+            let base = shared.ptr();
+            for ci in 0..s.c_in {
+                let u = transform_block::<V>(s, weight, block, ci);
+                let at = filter_offset(s, blocks.len(), block - blocks.start, ci);
+                for (xi, u) in u.iter().enumerate().take(V::XI) {
+                    // SAFETY: (xi, block, ci) indexes inside `packed`; blocks are disjoint per task.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            u.as_ptr(),
+                            base.add(xi * per_xi + at),
+                            CO_BLOCK,
+                        )
+                    };
                 }
-            });
-            body(&packed[..V::XI * per_xi]);
+            }
         });
     }
 
@@ -322,7 +346,9 @@ mod imp {
     struct Job<'a> {
         s: &'a DirectShape,
         io: DirectIo<'a>,
+        /// Transformed filters of the output-channel blocks `packed_blocks` ([`pack_filters`]).
         filters: &'a [f32],
+        packed_blocks: std::ops::Range<usize>,
         out: SharedMut,
     }
 
@@ -355,25 +381,56 @@ mod imp {
             });
         }
 
-        /// Larger images with variant `V` (`self.filters` packed by [`pack_filters`]): tasks of (panel, range
-        /// of output-channel blocks); with several tasks per panel the input transform is done once, up front.
-        fn run_large_call<V: Variant>(&self) {
+        /// Larger images with variant `V`: output channels in chunks of blocks whose transformed filters take at
+        /// most `chunk_floats` (but at least one block); per chunk, tasks of (panel, range of output-channel
+        /// blocks). With several tasks per panel the input transform is done once, up front.
+        fn run_large_call<V: Variant>(&self, chunk_floats: usize) {
             let s = self.s;
             let runs = tile_runs(s, V::M);
             let panels: Vec<&[TileRun]> = runs.chunks(RUNS_PER_PANEL).collect();
             let co_blocks = s.c_out.div_ceil(CO_BLOCK);
+            let per_block = V::XI * s.c_in * CO_BLOCK;
+            let chunks = co_blocks.div_ceil((chunk_floats / per_block).max(1));
+            let chunk = co_blocks.div_ceil(chunks);
             let wanted = 8 * rayon::current_num_threads();
-            let blocks_per_part =
-                co_blocks.div_ceil(wanted.div_ceil(panels.len()).clamp(1, co_blocks));
-            let parts = co_blocks.div_ceil(blocks_per_part);
+            let blocks_per_part = chunk.div_ceil(wanted.div_ceil(panels.len()).clamp(1, chunk));
             let mut buffer = Vec::new();
             let v_len = V::XI * v_plane(s.c_in);
-            let shared = (parts > 1).then(|| self.fill_all_v::<V>(&panels, &mut buffer));
+            let shared = (chunks > 1 || chunk > blocks_per_part)
+                .then(|| self.fill_all_v::<V>(&panels, &mut buffer));
+            FILTERS.with(|packed| {
+                let mut packed = packed.borrow_mut();
+                for first in (0..co_blocks).step_by(chunk) {
+                    let chunk = first..(first + chunk).min(co_blocks);
+                    pack_filters::<V>(s, self.io.weight, chunk.clone(), &mut packed);
+                    let job = Job {
+                        filters: &packed,
+                        packed_blocks: chunk.clone(),
+                        ..*self
+                    };
+                    let parts = chunk.len().div_ceil(blocks_per_part);
+                    job.run_tasks::<V>(&panels, parts, blocks_per_part, shared, v_len);
+                }
+            });
+        }
+
+        /// The tasks of one chunk (`self.packed_blocks`): `parts` ranges of `blocks_per_part` blocks per panel;
+        /// `shared`: every panel's `V` (`v_len` floats each), else each task transforms its panel's input.
+        fn run_tasks<V: Variant>(
+            &self,
+            panels: &[&[TileRun]],
+            parts: usize,
+            blocks_per_part: usize,
+            shared: Option<SharedMut>,
+            v_len: usize,
+        ) {
             let avx512 = avx512();
+            let chunk = self.packed_blocks.clone();
             (0..panels.len() * parts).into_par_iter().for_each(|task| {
                 let (panel_index, part) = (task / parts, task % parts);
                 let panel = panels[panel_index];
-                let blocks = part * blocks_per_part..((part + 1) * blocks_per_part).min(co_blocks);
+                let start = chunk.start + part * blocks_per_part;
+                let blocks = start..(start + blocks_per_part).min(chunk.end);
                 // SAFETY: `shared` holds `panels · v_len` floats.
                 let ready =
                     shared.map(|v| unsafe { v.ptr().add(panel_index * v_len) as *const f32 });
@@ -640,18 +697,18 @@ mod imp {
             // channels) stays in L2 while the input channels are walked, and `V` is read once per task.
             let m_plane = blocks.len() * CO_BLOCK * PANEL + PAD;
             let m = scratch(m, V::XI * m_plane);
-            let co_blocks = s.c_out.div_ceil(CO_BLOCK);
-            let filter_plane = co_blocks * s.c_in * CO_BLOCK;
+            let packed = self.packed_blocks.len();
+            let filter_plane = packed * s.c_in * CO_BLOCK;
             for xi in 0..V::XI {
                 for ci0 in (0..s.c_in).step_by(CHANNELS_PER_PASS) {
                     let channels = CHANNELS_PER_PASS.min(s.c_in - ci0);
                     let v = v.add(xi * v_plane + ci0 * PANEL);
                     for block in blocks.clone() {
                         let dst = m.add(xi * m_plane + (block - blocks.start) * CO_BLOCK * PANEL);
-                        let u = self
-                            .filters
-                            .as_ptr()
-                            .add(xi * filter_plane + filter_offset(s, block, ci0));
+                        let u = self.filters.as_ptr().add(
+                            xi * filter_plane
+                                + filter_offset(s, packed, block - self.packed_blocks.start, ci0),
+                        );
                         if AVX512 {
                             let acc = &mut *(dst as *mut [__m512; 24]);
                             if ci0 == 0 {
@@ -1141,6 +1198,86 @@ mod tests {
     fn transforms_compute_a_3x3_correlation() {
         check_transforms::<imp::F2>();
         check_transforms::<imp::F4>();
+    }
+
+    /// Filters packed in chunks of 1, 2 or 5 output-channel blocks (with a GroupNorm+SiLU input transform and a
+    /// residual, on runs that span tile rows) give the same bits as all blocks at once.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn filter_chunks_do_not_change_the_result() {
+        if !imp::available() {
+            eprintln!("skipped: no AVX2 + FMA");
+            return;
+        }
+        let s = DirectShape {
+            batch: 2,
+            c_in: 20,
+            h: 9,
+            w: 30,
+            c_out: 29,
+            kh: 3,
+            kw: 3,
+            pad: 1,
+            upsample: false,
+        };
+        let values = |n: usize, seed: f64| -> Vec<f32> {
+            (0..n)
+                .map(|i| ((i as f64 * 0.37 + seed).sin()) as f32)
+                .collect()
+        };
+        let input = values(s.batch * s.c_in * s.h * s.w, 1.0);
+        let weight = values(s.c_out * s.c_in * 9, 2.0);
+        let bias = values(s.batch * s.c_out, 3.0);
+        let residual = values(s.batch * s.c_out * s.h * s.w, 4.0);
+        let affines: Vec<_> = (0..s.batch * s.c_in)
+            .map(|i| crate::model::kernels::pointwise::Affine {
+                mean: 0.2,
+                scale: 0.5 + 0.01 * i as f32,
+                shift: -0.1,
+            })
+            .collect();
+        let io = crate::model::kernels::direct::DirectIo {
+            input: &input,
+            weight: &weight,
+            bias: &bias,
+            residual: Some(&residual),
+            transform: Some((&affines, true)),
+        };
+        let run = |chunk_floats: usize| {
+            let mut out = vec![0f32; residual.len()];
+            imp::conv2d_f4_chunked(&s, io, &mut out, chunk_floats);
+            out
+        };
+        let whole = run(usize::MAX);
+        let per_block = 36 * s.c_in * 6;
+        for blocks in [1, 2, 5] {
+            assert_eq!(run(blocks * per_block), whole, "chunks of {blocks} blocks");
+        }
+        // And the chunked result is the convolution (f64 reference at one output pixel per channel).
+        for co in 0..s.c_out {
+            let (image, y, x) = (1, 4, 17);
+            let mut want = bias[image * s.c_out + co] as f64;
+            for ci in 0..s.c_in {
+                let affine = &affines[image * s.c_in + ci];
+                for ky in 0..3 {
+                    for kx in 0..3 {
+                        let (iy, ix) = (y + ky - 1, x + kx - 1);
+                        let raw = input[((image * s.c_in + ci) * s.h + iy) * s.w + ix] as f64;
+                        let normed =
+                            (raw - affine.mean as f64) * affine.scale as f64 + affine.shift as f64;
+                        let silu = normed / (1.0 + (-normed).exp());
+                        want += silu * weight[(co * s.c_in + ci) * 9 + 3 * ky + kx] as f64;
+                    }
+                }
+            }
+            let at = ((image * s.c_out + co) * s.h + y) * s.w + x;
+            want += residual[at] as f64;
+            assert!(
+                (whole[at] as f64 - want).abs() < 1e-4,
+                "channel {co}: {} vs {want}",
+                whole[at]
+            );
+        }
     }
 
     #[test]
