@@ -1,6 +1,6 @@
 //! Winograd convolution (3×3, stride 1, padding 1, NCHW f32) on AVX2 + FMA or AVX-512: F(4×4, 3×3) (36
-//! multiplies per 4×4 output tile instead of 144: 4× fewer FLOPs than direct) on most images, F(2×2, 3×3) (16 per
-//! 2×2 tile: 2.25× fewer) on small ones, where a 6×6 transformed copy of every filter would cost more than it saves.
+//! multiplies per 4×4 output tile instead of 144: 4× fewer FLOPs than direct), and F(2×2, 3×3) (16 per 2×2 tile:
+//! 2.25× fewer) on images too small to fill 16 tiles of 4×4.
 //!
 //! With `d` an (m+2)×(m+2) input patch, `g` a 3×3 filter and `Y` the m×m output tile (Lavin & Gray 2015):
 //! `Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A`, summed over input channels before the output transform.
@@ -165,9 +165,10 @@ mod imp {
     /// Calls with at most this many panels take the small-image path (`Job::run_small`): measured on 640 channels
     /// at 16×16, batch 2 (2 panels): 16 ms vs 25 ms; on 320 channels at 32×32 (8 panels) it was slower (23 vs 16).
     const SMALL_MAX_PANELS: usize = 2;
-    /// Small-image path: output-channel blocks whose accumulators `M` (2 panels: 48 KiB per block) stay in L2
-    /// while the input channels are walked in passes of [`SMALL_CHANNELS`] (their `V` for all ξ and 2 panels:
-    /// 256 KiB, also in L2). The whole `V` is read from L3 once per group.
+    /// Small-image path: output-channel blocks whose accumulators `M` (F(2×2), 2 panels: 48 KiB per block; F(4×4),
+    /// 1 panel: 54 KiB) stay in L2 while the input channels are walked in passes of [`SMALL_CHANNELS`] (their `V`
+    /// for all ξ: 256 / 288 KiB, also in L2). The whole `V` is read from L3 once per group. (Passes of 16–64 and
+    /// groups of 1–8 measured the same within noise on 1280 channels at 16×16 with F(4×4).)
     const SMALL_GROUP: usize = 4;
     const SMALL_CHANNELS: usize = 32;
     /// Floats (one cache line) added to each ξ plane of `V` and `M`: a transform touches the same lane of all 16
@@ -237,7 +238,14 @@ mod imp {
         };
         let small_runs = tile_runs(s, F2::M);
         if small_runs.len().div_ceil(RUNS_PER_PANEL) <= SMALL_MAX_PANELS {
-            job.run_small_call(&small_runs);
+            // F(4×4) once its tiles fill a run of 16 lanes (16×16 images, batch 2, 1280 channels: 58–64 ms vs
+            // 83–103 ms); on fewer tiles (8×8: 54 vs 25 ms) the empty lanes and the filter transform cost more.
+            let runs = tile_runs(s, F4::M);
+            if runs.iter().map(|run| run.count).sum::<usize>() >= RUN {
+                job.run_small_call::<F4>(&runs);
+            } else {
+                job.run_small_call::<F2>(&small_runs);
+            }
         } else {
             job.run_large_call::<F4>(FILTER_CHUNK_FLOATS);
         }
@@ -353,14 +361,14 @@ mod imp {
     }
 
     impl Job<'_> {
-        /// Small images (F(2×2, 3×3), `runs` of 2×2 tiles): the input transform of every panel up front, then
+        /// Small images (variant `V`, `runs` of its tiles): the input transform of every panel up front, then
         /// tasks of output-channel blocks over all panels ([`Self::run_small`]).
-        fn run_small_call(&self, runs: &[TileRun]) {
+        fn run_small_call<V: Variant>(&self, runs: &[TileRun]) {
             let panels: Vec<&[TileRun]> = runs.chunks(RUNS_PER_PANEL).collect();
             let co_blocks = self.s.c_out.div_ceil(CO_BLOCK);
             let wanted = 8 * rayon::current_num_threads();
             let mut buffer = Vec::new();
-            let v_all = self.fill_all_v::<F2>(&panels, &mut buffer);
+            let v_all = self.fill_all_v::<V>(&panels, &mut buffer);
             let tasks = co_blocks.div_ceil(co_blocks.div_ceil(wanted));
             let per_task = co_blocks.div_ceil(tasks);
             let avx512 = avx512();
@@ -372,9 +380,9 @@ mod imp {
                     // tasks write disjoint output channels.
                     unsafe {
                         if avx512 {
-                            self.run_small_avx512(&panels, v_all.ptr(), blocks, u, m)
+                            self.run_small_avx512::<V>(&panels, v_all.ptr(), blocks, u, m)
                         } else {
-                            self.run_small_avx2(&panels, v_all.ptr(), blocks, u, m)
+                            self.run_small_avx2::<V>(&panels, v_all.ptr(), blocks, u, m)
                         }
                     }
                 });
@@ -508,7 +516,7 @@ mod imp {
         }
 
         #[target_feature(enable = "avx512f,avx2,fma")]
-        unsafe fn run_small_avx512(
+        unsafe fn run_small_avx512<V: Variant>(
             &self,
             panels: &[&[TileRun]],
             v: *const f32,
@@ -516,11 +524,11 @@ mod imp {
             u: &mut Vec<Vector>,
             m: &mut Vec<Vector>,
         ) {
-            self.run_small::<true>(panels, v, blocks, u, m)
+            self.run_small::<V, true>(panels, v, blocks, u, m)
         }
 
         #[target_feature(enable = "avx2,fma")]
-        unsafe fn run_small_avx2(
+        unsafe fn run_small_avx2<V: Variant>(
             &self,
             panels: &[&[TileRun]],
             v: *const f32,
@@ -528,14 +536,14 @@ mod imp {
             u: &mut Vec<Vector>,
             m: &mut Vec<Vector>,
         ) {
-            self.run_small::<false>(panels, v, blocks, u, m)
+            self.run_small::<V, false>(panels, v, blocks, u, m)
         }
 
-        /// Small images: output-channel blocks `blocks` over every panel (`V` of panel `p` at `v + p·16·v_plane`).
-        /// Per block and pass of input channels the filters are transformed into `U[ξ][c][6]` (12 KiB) and used
+        /// Small images: output-channel blocks `blocks` over every panel (`V` of panel `p` at `v + p·XI·v_plane`).
+        /// Per block and pass of input channels the filters are transformed into `U[ξ][c][6]` (≤ 27 KiB) and used
         /// for every panel, so no transformed copy of the whole weight is ever written.
         #[inline(always)]
-        unsafe fn run_small<const AVX512: bool>(
+        unsafe fn run_small<V: Variant, const AVX512: bool>(
             &self,
             panels: &[&[TileRun]],
             v: *const f32,
@@ -544,25 +552,26 @@ mod imp {
             m: &mut Vec<Vector>,
         ) {
             let s = self.s;
-            let v_len = 16 * v_plane(s.c_in);
-            let u_plane = SMALL_CHANNELS * CO_BLOCK;
-            let u_len = 16 * u_plane;
-            let u = scratch(u, SMALL_GROUP * u_len);
+            let v_len = V::XI * v_plane(s.c_in);
+            let (pass, group_size) = (SMALL_CHANNELS, SMALL_GROUP);
+            let u_plane = pass * CO_BLOCK;
+            let u_len = V::XI * u_plane;
+            let u = scratch(u, group_size * u_len);
             // M[block of the group][panel][ξ][6][64]
-            let m_len = 16 * CO_BLOCK * PANEL;
-            let m = scratch(m, SMALL_GROUP * panels.len() * m_len);
-            let tiles_w = s.ow().div_ceil(2);
-            for group_start in blocks.clone().step_by(SMALL_GROUP) {
-                let group = group_start..(group_start + SMALL_GROUP).min(blocks.end);
-                for ci0 in (0..s.c_in).step_by(SMALL_CHANNELS) {
-                    let channels = SMALL_CHANNELS.min(s.c_in - ci0);
+            let m_len = V::XI * CO_BLOCK * PANEL;
+            let m = scratch(m, group_size * panels.len() * m_len);
+            let tiles_w = s.ow().div_ceil(V::M);
+            for group_start in blocks.clone().step_by(group_size) {
+                let group = group_start..(group_start + group_size).min(blocks.end);
+                for ci0 in (0..s.c_in).step_by(pass) {
+                    let channels = pass.min(s.c_in - ci0);
                     for (g, block) in group.clone().enumerate() {
                         let u = u.add(g * u_len);
-                        self.transform_filters(block, ci0..ci0 + channels, u, u_plane);
-                        for xi in 0..16 {
+                        self.transform_filters::<V>(block, ci0..ci0 + channels, u, u_plane);
+                        for xi in 0..V::XI {
                             for (p, panel) in panels.iter().enumerate() {
                                 let dst =
-                                    m.add(((g * panels.len() + p) * 16 + xi) * CO_BLOCK * PANEL);
+                                    m.add(((g * panels.len() + p) * V::XI + xi) * CO_BLOCK * PANEL);
                                 let v = v.add(p * v_len + xi * v_plane(s.c_in) + ci0 * PANEL);
                                 let u = u.add(xi * u_plane);
                                 if AVX512 {
@@ -591,15 +600,15 @@ mod imp {
                         for (p, panel) in panels.iter().enumerate() {
                             let m = m.add((g * panels.len() + p) * m_len);
                             for (slot, run) in panel.iter().enumerate() {
-                                let y = F2::output_transform(
+                                let y = V::output_transform(
                                     m.add(j * PANEL + slot * RUN),
                                     CO_BLOCK * PANEL,
                                 );
                                 let co = block * CO_BLOCK + j;
                                 if run.in_one_row(tiles_w) {
-                                    self.store_tiles::<F2>(run, co, &y);
+                                    self.store_tiles::<V>(run, co, &y);
                                 } else {
-                                    self.store_scattered_tiles::<F2>(run, co, &y);
+                                    self.store_scattered_tiles::<V>(run, co, &y);
                                 }
                             }
                         }
@@ -608,10 +617,10 @@ mod imp {
             }
         }
 
-        /// `U[ξ][c − first][j]` (F(2×2, 3×3)) at `u + ξ·plane` for output channels `block·6 + j` and input
+        /// `U[ξ][c − first][j]` (variant `V`) at `u + ξ·plane` for output channels `block·6 + j` and input
         /// channels `channels` (zero past `c_out`).
         #[inline(always)]
-        unsafe fn transform_filters(
+        unsafe fn transform_filters<V: Variant>(
             &self,
             block: usize,
             channels: std::ops::Range<usize>,
@@ -619,8 +628,8 @@ mod imp {
             plane: usize,
         ) {
             for (c, ci) in channels.enumerate() {
-                let values = transform_block::<F2>(self.s, self.io.weight, block, ci);
-                for (xi, values) in values.iter().enumerate().take(F2::XI) {
+                let values = transform_block::<V>(self.s, self.io.weight, block, ci);
+                for (xi, values) in values.iter().enumerate().take(V::XI) {
                     std::ptr::copy_nonoverlapping(
                         values.as_ptr(),
                         u.add(xi * plane + c * CO_BLOCK),
