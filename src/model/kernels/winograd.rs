@@ -312,7 +312,23 @@ mod imp {
     thread_local! {
         /// Transformed filters, reused across calls (a fresh buffer per call cost more in page faults than the
         /// transform); at most [`FILTER_CHUNK_FLOATS`] per calling thread.
-        static FILTERS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+        static FILTERS: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+        /// Input transforms of every panel (calls that share them between tasks), reused the same way.
+        static SHARED_V: std::cell::Cell<Vec<Vector>> = const { std::cell::Cell::new(Vec::new()) };
+    }
+
+    /// Takes a pooled buffer out of its per-thread slot (empty if another call on this thread holds it: a nested
+    /// call, e.g. from a rayon task run while this thread waits, then allocates its own).
+    fn take_pooled<T>(pool: &'static std::thread::LocalKey<std::cell::Cell<Vec<T>>>) -> Vec<T> {
+        pool.with(|slot| slot.take())
+    }
+
+    /// Puts a buffer back for the next call on this thread.
+    fn return_pooled<T>(
+        pool: &'static std::thread::LocalKey<std::cell::Cell<Vec<T>>>,
+        buffer: Vec<T>,
+    ) {
+        pool.with(|slot| slot.set(buffer));
     }
 
     /// `U[ξ]` of variant `V` for the output-channel blocks `blocks`, laid out as in [`filter_offset`] in
@@ -367,7 +383,7 @@ mod imp {
             let panels: Vec<&[TileRun]> = runs.chunks(RUNS_PER_PANEL).collect();
             let co_blocks = self.s.c_out.div_ceil(CO_BLOCK);
             let wanted = 8 * rayon::current_num_threads();
-            let mut buffer = Vec::new();
+            let mut buffer = take_pooled(&SHARED_V);
             let v_all = self.fill_all_v::<V>(&panels, &mut buffer);
             let tasks = co_blocks.div_ceil(co_blocks.div_ceil(wanted));
             let per_task = co_blocks.div_ceil(tasks);
@@ -387,6 +403,7 @@ mod imp {
                     }
                 });
             });
+            return_pooled(&SHARED_V, buffer);
         }
 
         /// Larger images with variant `V`: output channels in chunks of blocks whose transformed filters take at
@@ -402,24 +419,24 @@ mod imp {
             let chunk = co_blocks.div_ceil(chunks);
             let wanted = 8 * rayon::current_num_threads();
             let blocks_per_part = chunk.div_ceil(wanted.div_ceil(panels.len()).clamp(1, chunk));
-            let mut buffer = Vec::new();
+            let mut buffer = take_pooled(&SHARED_V);
             let v_len = V::XI * v_plane(s.c_in);
             let shared = (chunks > 1 || chunk > blocks_per_part)
                 .then(|| self.fill_all_v::<V>(&panels, &mut buffer));
-            FILTERS.with(|packed| {
-                let mut packed = packed.borrow_mut();
-                for first in (0..co_blocks).step_by(chunk) {
-                    let chunk = first..(first + chunk).min(co_blocks);
-                    pack_filters::<V>(s, self.io.weight, chunk.clone(), &mut packed);
-                    let job = Job {
-                        filters: &packed,
-                        packed_blocks: chunk.clone(),
-                        ..*self
-                    };
-                    let parts = chunk.len().div_ceil(blocks_per_part);
-                    job.run_tasks::<V>(&panels, parts, blocks_per_part, shared, v_len);
-                }
-            });
+            let mut packed = take_pooled(&FILTERS);
+            for first in (0..co_blocks).step_by(chunk) {
+                let chunk = first..(first + chunk).min(co_blocks);
+                pack_filters::<V>(s, self.io.weight, chunk.clone(), &mut packed);
+                let job = Job {
+                    filters: &packed,
+                    packed_blocks: chunk.clone(),
+                    ..*self
+                };
+                let parts = chunk.len().div_ceil(blocks_per_part);
+                job.run_tasks::<V>(&panels, parts, blocks_per_part, shared, v_len);
+            }
+            return_pooled(&FILTERS, packed);
+            return_pooled(&SHARED_V, buffer);
         }
 
         /// The tasks of one chunk (`self.packed_blocks`): `parts` ranges of `blocks_per_part` blocks per panel;
