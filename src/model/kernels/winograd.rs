@@ -172,7 +172,7 @@ mod imp {
     const SMALL_GROUP: usize = 4;
     const SMALL_CHANNELS: usize = 32;
     /// Floats (one cache line) added to each ξ plane of `V` and `M`: a transform touches the same lane of all 16
-    /// planes, and planes of `c_in · 64` floats (a multiple of 4 KiB) would put those 16 lines in one L1 set.
+    /// or 36 planes, and planes of `c_in · 64` floats (a multiple of 4 KiB) would put those lines in one L1 set.
     const PAD: usize = 16;
 
     /// Floats per ξ plane of `V` (`c_in` rows of [`PANEL`] lanes, plus [`PAD`]).
@@ -212,7 +212,8 @@ mod imp {
 
     /// Same contract as `direct::conv2d_direct` for 3×3, padding-1 convolutions (`super::supports`).
     /// Callers must check [`available`] first. Small images (at most [`SMALL_MAX_PANELS`] panels of 2×2 tiles)
-    /// take F(2×2, 3×3) with filters transformed on the fly; larger ones F(4×4, 3×3).
+    /// take the small-image path (filters transformed on the fly): F(4×4, 3×3) when its tiles fill a run, F(2×2,
+    /// 3×3) below; larger images the large path with F(4×4, 3×3).
     pub(crate) fn conv2d_winograd(s: &DirectShape, io: DirectIo, out: &mut [f32]) {
         assert!(super::supports(s), "conv2d_winograd takes 3×3, padding 1");
         assert!(available(), "conv2d_winograd needs AVX2 and FMA");
@@ -701,7 +702,7 @@ mod imp {
             }
         }
 
-        /// Input transform of the panel into `v` when `fill` (else `v` already holds it), then the 16 products
+        /// Input transform of the panel into `v` when `fill` (else `v` already holds it), then the XI products
         /// for the output-channel blocks `blocks` (ξ by ξ) and the output transform. Inlined into the variants
         /// above, so it is compiled for their instruction sets.
         #[inline(always)]
