@@ -362,6 +362,9 @@ struct PackedKeyValues {
     blocks: usize,
 }
 
+/// `attention_avx2::pack_keys` / `pack_values`: (rows, row stride, width, keys, destination).
+type PackFn = fn(&[f32], usize, usize, usize, &mut [f32]);
+
 impl PackedKeyValues {
     fn new(shape: &Dims, k: &[f32], v: &[f32], key_block: usize) -> Self {
         let blocks = shape.lk.div_ceil(key_block);
@@ -375,30 +378,34 @@ impl PackedKeyValues {
             blocks,
         };
         let keys_of = |block: usize| key_block.min(shape.lk - block * key_block);
-        packed
-            .k
-            .par_chunks_mut(k_block)
-            .enumerate()
-            .for_each(|(index, dst)| {
-                let (pair, block) = (index / blocks, index % blocks);
-                let rows = &k[shape.k.base(pair) + block * key_block * shape.k.row_stride..];
-                attention_avx2::pack_keys(rows, shape.k.row_stride, shape.d, keys_of(block), dst);
-            });
-        packed
-            .v
-            .par_chunks_mut(v_block)
-            .enumerate()
-            .for_each(|(index, dst)| {
-                let (pair, block) = (index / blocks, index % blocks);
-                let rows = &v[shape.v.base(pair) + block * key_block * shape.v.row_stride..];
-                attention_avx2::pack_values(
-                    rows,
-                    shape.v.row_stride,
-                    shape.dv,
-                    keys_of(block),
-                    dst,
-                );
-            });
+        // Every (pair, key block) of `src` packed by `pack` into its `chunk` floats of `dst`.
+        let pack_all =
+            |dst: &mut [f32], chunk, src: &[f32], strides: &Strides, width, pack: PackFn| {
+                dst.par_chunks_mut(chunk)
+                    .enumerate()
+                    .for_each(|(index, dst)| {
+                        let (pair, block) = (index / blocks, index % blocks);
+                        let rows =
+                            &src[strides.base(pair) + block * key_block * strides.row_stride..];
+                        pack(rows, strides.row_stride, width, keys_of(block), dst);
+                    });
+            };
+        pack_all(
+            &mut packed.k,
+            k_block,
+            k,
+            &shape.k,
+            shape.d,
+            attention_avx2::pack_keys,
+        );
+        pack_all(
+            &mut packed.v,
+            v_block,
+            v,
+            &shape.v,
+            shape.dv,
+            attention_avx2::pack_values,
+        );
         packed
     }
 

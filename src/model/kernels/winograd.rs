@@ -106,18 +106,7 @@ pub(crate) fn filter_lanes_f2(g: &[[f32; LANES]; 9]) -> [[f32; LANES]; 36] {
         }
         t
     };
-    // columns[x][i] = (G g)[i][x]
-    let columns = [
-        apply(&g[0], &g[3], &g[6]),
-        apply(&g[1], &g[4], &g[7]),
-        apply(&g[2], &g[5], &g[8]),
-    ];
-    let mut u = [[0f32; LANES]; 36];
-    for i in 0..4 {
-        let row = apply(&columns[0][i], &columns[1][i], &columns[2][i]);
-        u[4 * i..4 * i + 4].copy_from_slice(&row);
-    }
-    u
+    sandwich(g, apply)
 }
 
 /// `G g Gᵀ` of [`LANES`] 3×3 filters for F(4×4, 3×3) (Lavin & Gray 2015, points 0, ±1, ±2, ∞): `g[k][lane]` in,
@@ -137,15 +126,25 @@ pub(crate) fn filter_lanes_f4(g: &[[f32; LANES]; 9]) -> [[f32; LANES]; 36] {
         }
         t
     };
+    sandwich(g, apply)
+}
+
+/// `G g Gᵀ` lane by lane, with `apply` computing `G (g0, g1, g2)ᵀ` (A values) for 3 lane vectors: `u[A·i + j]`.
+#[inline(always)]
+fn sandwich<const A: usize>(
+    g: &[[f32; LANES]; 9],
+    apply: impl Fn(&[f32; LANES], &[f32; LANES], &[f32; LANES]) -> [[f32; LANES]; A],
+) -> [[f32; LANES]; 36] {
+    // columns[x][i] = (G g)[i][x]
     let columns = [
         apply(&g[0], &g[3], &g[6]),
         apply(&g[1], &g[4], &g[7]),
         apply(&g[2], &g[5], &g[8]),
     ];
     let mut u = [[0f32; LANES]; 36];
-    for i in 0..6 {
+    for i in 0..A {
         let row = apply(&columns[0][i], &columns[1][i], &columns[2][i]);
-        u[6 * i..6 * i + 6].copy_from_slice(&row);
+        u[A * i..A * (i + 1)].copy_from_slice(&row);
     }
     u
 }
@@ -230,13 +229,7 @@ mod imp {
         if let Some((affines, _)) = io.transform {
             assert_eq!(affines.len(), s.batch * s.c_in);
         }
-        let job = Job {
-            s,
-            io,
-            filters: &[],
-            packed_blocks: 0..0,
-            out: SharedMut::new(out),
-        };
+        let job = Job::new(s, io, out);
         let small_runs = tile_runs(s, F2::M);
         if small_runs.len().div_ceil(RUNS_PER_PANEL) <= SMALL_MAX_PANELS {
             // F(4×4) once its tiles fill a run of 16 lanes (16×16 images, batch 2, 1280 channels: 58–64 ms vs
@@ -261,13 +254,7 @@ mod imp {
         out: &mut [f32],
         chunk_floats: usize,
     ) {
-        let job = Job {
-            s,
-            io,
-            filters: &[],
-            packed_blocks: 0..0,
-            out: SharedMut::new(out),
-        };
+        let job = Job::new(s, io, out);
         job.run_large_call::<F4>(chunk_floats);
     }
 
@@ -377,7 +364,18 @@ mod imp {
         out: SharedMut,
     }
 
-    impl Job<'_> {
+    impl<'a> Job<'a> {
+        /// A call's job before any filters are packed (the large path packs them chunk by chunk).
+        fn new(s: &'a DirectShape, io: DirectIo<'a>, out: &mut [f32]) -> Self {
+            Job {
+                s,
+                io,
+                filters: &[],
+                packed_blocks: 0..0,
+                out: SharedMut::new(out),
+            }
+        }
+
         /// Small images (variant `V`, `runs` of its tiles): the input transform of every panel up front, then
         /// tasks of output-channel blocks over all panels ([`Self::run_small`]).
         fn run_small_call<V: Variant>(&self, runs: &[TileRun]) {
