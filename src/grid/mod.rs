@@ -21,6 +21,7 @@ pub mod lora_tag;
 pub mod manifest;
 pub mod plan;
 pub mod run;
+pub mod run_info;
 pub mod spec;
 pub mod values;
 
