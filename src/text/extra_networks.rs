@@ -85,17 +85,37 @@ fn extra_net_regex() -> &'static Regex {
 pub fn extract_extra_networks(prompt: &str) -> (String, Vec<ExtraNetworkTag>) {
     let mut tags = Vec::new();
     let stripped = extra_net_regex().replace_all(prompt, |c: &regex::Captures| {
-        let kind = c.get(1).map_or("", |g| g.as_str());
-        let items = c
-            .get(2)
-            .map_or("", |g| g.as_str())
-            .split(':')
-            .map(str::to_string)
-            .collect();
-        tags.push(ExtraNetworkTag::from_items(kind, items));
+        tags.push(captured_tag(c));
         ""
     });
     (stripped.into_owned(), tags)
+}
+
+/// `prompt` with the tags for which `remove` is true replaced by nothing, exactly as [`extract_extra_networks`]
+/// removes them (surrounding spaces and commas stay); every other tag stays as written.
+pub fn remove_extra_networks(
+    prompt: &str,
+    mut remove: impl FnMut(&ExtraNetworkTag) -> bool,
+) -> String {
+    extra_net_regex()
+        .replace_all(prompt, |c: &regex::Captures| {
+            match remove(&captured_tag(c)) {
+                true => String::new(),
+                false => c.get(0).map_or("", |g| g.as_str()).to_string(),
+            }
+        })
+        .into_owned()
+}
+
+fn captured_tag(c: &regex::Captures) -> ExtraNetworkTag {
+    let kind = c.get(1).map_or("", |g| g.as_str());
+    let items = c
+        .get(2)
+        .map_or("", |g| g.as_str())
+        .split(':')
+        .map(str::to_string)
+        .collect();
+    ExtraNetworkTag::from_items(kind, items)
 }
 
 /// (text-encoder multiplier, UNet multiplier) of a `<lora:…>` tag by A1111's Lora extension rules:
@@ -143,6 +163,18 @@ mod tests {
         );
         assert_eq!(tags[0].args, vec!["0.8"]);
         assert_eq!(tags[1].kind, "hypernet");
+    }
+
+    #[test]
+    fn removes_only_the_chosen_tags() {
+        let prompt = "photo <lora:face:0.8>, <hypernet:h:1>x <LORA:b>";
+        let kept = remove_extra_networks(prompt, |t| t.kind.eq_ignore_ascii_case("lora"));
+        assert_eq!(kept, "photo , <hypernet:h:1>x ");
+        assert_eq!(
+            extract_extra_networks(&kept).0,
+            extract_extra_networks(prompt).0
+        );
+        assert_eq!(remove_extra_networks(prompt, |_| false), prompt);
     }
 
     #[test]
