@@ -253,7 +253,8 @@ fn cells_sharing_a_lora_state_share_its_application_and_encodings() {
     fake_run(&loras, false);
     let out = folder.path().join("run");
     let model = fixture("tiny/tiny-sd15.safetensors");
-    // Plan order alternates the weight (X fastest); rendering groups cells by LoRA state.
+    // Plan order alternates the weight (X fastest); rendering groups cells by LoRA state. The 4 controls (one per
+    // CFG and seed) use the base model (no LoRA application) and one more encoding, of the prompt without the tag.
     let mut args = vec![
         "grid",
         "--model",
@@ -276,7 +277,7 @@ fn cells_sharing_a_lora_state_share_its_application_and_encodings() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(
         stderr(&output)
-            .contains("shared work: 2 LoRA applications and 2 prompt encodings for 8 cells"),
+            .contains("shared work: 2 LoRA applications and 3 prompt encodings for 12 images"),
         "{}",
         stderr(&output)
     );

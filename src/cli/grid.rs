@@ -106,6 +106,9 @@ pub struct GridArgs {
     /// Print the plan and stop.
     #[arg(long)]
     dry_run: bool,
+    /// Skip the controls: each LoRA cell's seed and settings rendered without the LoRA by the base model.
+    #[arg(long)]
+    no_control: bool,
 }
 
 /// Exit code when the grid was written but some cells failed.
@@ -125,10 +128,10 @@ pub fn run(args: GridArgs) -> Result<ExitCode> {
         .context("give --model (or `model:` in the spec)")?;
     let shard = args.shard.as_deref().map(Shard::parse).transpose()?;
     let plan = build_plan(&args, &spec, &folder, &model_path)?;
-    if plan.cells.len() > args.max_images && !args.yes {
+    let images = plan.cells.len() + plan.controls.len();
+    if images > args.max_images && !args.yes {
         bail!(
-            "this grid has {} images, more than --max-images {}; pass --yes to render it",
-            plan.cells.len(),
+            "this grid has {images} images, more than --max-images {}; pass --yes to render it",
             args.max_images
         );
     }
@@ -161,13 +164,13 @@ pub fn run(args: GridArgs) -> Result<ExitCode> {
     let summary = render(&plan, &folder, &options, renderer.as_mut(), pending.len())?;
     if let Some(renderer) = renderer.as_ref().filter(|r| r.cells > 0) {
         eprintln!(
-            "shared work: {} LoRA applications and {} prompt encodings for {} cells",
+            "shared work: {} LoRA applications and {} prompt encodings for {} images",
             renderer.applications,
             renderer.encodings.len(),
             renderer.cells
         );
     }
-    Ok(report(&summary, &folder))
+    Ok(report(&summary, &folder, plan.controls.len()))
 }
 
 /// Renders cells and shares the work they have in common: the model with the LoRA state of the previous cell (cells
@@ -182,6 +185,7 @@ pub struct CellRenderer<'m> {
     encodings: HashMap<EncodingKey, (Tensor, Tensor)>,
     /// LoRA applications done (for the debug log and tests of the sharing).
     pub applications: usize,
+    /// Images rendered (cells and controls).
     pub cells: usize,
 }
 
@@ -318,13 +322,20 @@ fn progress(bar: &ProgressBar, plan: &GridPlan, timing: &mut Timing, event: RunE
     }
 }
 
-fn report(summary: &RunSummary, folder: &RunFolder) -> ExitCode {
+fn report(summary: &RunSummary, folder: &RunFolder, controls: usize) -> ExitCode {
     for grid in &summary.grids {
         println!("{}", grid.display());
     }
     println!("{}", summary.manifest.display());
+    let control_text = match controls {
+        0 => String::new(),
+        _ => format!(
+            " and {} control images (no LoRA; {} of {controls} still missing or failed)",
+            summary.controls_rendered, summary.controls_missing
+        ),
+    };
     eprintln!(
-        "rendered {} cells; {} of the grid still missing or failed",
+        "rendered {} cells{control_text}; {} of the grid still missing or failed",
         summary.rendered, summary.missing
     );
     if summary.failed.is_empty() {
@@ -341,8 +352,16 @@ fn report(summary: &RunSummary, folder: &RunFolder) -> ExitCode {
     ExitCode::from(EXIT_CELLS_FAILED)
 }
 
-/// "x: epoch 3, y: LoRA weight: 0.8, seed 42".
+/// "x: epoch 3, y: LoRA weight: 0.8, seed 42"; "control (no LoRA), z: …, seed 42" for a control.
 fn cell_label(plan: &GridPlan, cell: &CellRequest) -> String {
+    if plan.is_control(cell) {
+        let mut parts = vec!["control (no LoRA)".to_string()];
+        if let Some(z) = &plan.z {
+            parts.push(format!("z: {}", z.labels[cell.z_index]));
+        }
+        parts.push(format!("seed {}", cell.settings.seed));
+        return parts.join(", ");
+    }
     let indices = [cell.x_index, cell.y_index, cell.z_index];
     let mut parts: Vec<String> = plan
         .axes()
@@ -362,10 +381,11 @@ fn print_plan(
     model: &Path,
 ) {
     let (nx, ny, nz) = plan.dims();
+    let cells = plan.cells.len();
     let present = plan
-        .cells
-        .iter()
-        .filter(|c| folder.root.join(c.image_name()).is_file())
+        .images()
+        .filter(|(position, c)| *position < cells || plan.is_control(c))
+        .filter(|(_, c)| folder.root.join(c.image_name()).is_file())
         .count();
     let plural = if nz > 1 { "s" } else { "" };
     let seeds = plan.seeds.len();
@@ -384,6 +404,9 @@ fn print_plan(
             axis.kind.a1111_label(),
             axis.labels.join(" | ")
         );
+    }
+    if !plan.controls.is_empty() {
+        eprintln!("  {} control images (no LoRA)", plan.controls.len());
     }
     let shard_text =
         shard.map_or_else(String::new, |s| format!(" (shard {}/{})", s.index, s.count));
@@ -728,6 +751,7 @@ fn build_plan(
         lora_target: target,
         library: library.as_ref(),
         model,
+        control: !args.no_control && spec.control.unwrap_or(true),
     };
     let plan = GridPlan::build(input, &mut |path| hashes.sha256(path));
     hashes.save();

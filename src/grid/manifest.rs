@@ -1,6 +1,7 @@
 //! `grid.json`, the run folder's manifest that later steps (scores, recommendation, report) and scripts read:
-//! axes with values and labels, seeds, base settings, the grid images, and every cell with its image path,
-//! settings, LoRA files and status.
+//! axes with values and labels, seeds, base settings, the grid images, every cell with its image path,
+//! settings, LoRA files, status and control, and every control (the cells' settings without LoRAs, rendered by the
+//! base model). A `grid.json` written before controls existed reads with no controls.
 
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +21,9 @@ pub struct Manifest {
     pub base: ParamsEntry,
     pub grids: Vec<GridEntry>,
     pub cells: Vec<CellEntry>,
+    /// The controls of the cells with LoRAs (empty when no cell has a LoRA or controls are off).
+    #[serde(default)]
+    pub controls: Vec<ControlEntry>,
     pub summary: SummaryEntry,
 }
 
@@ -105,6 +109,26 @@ pub struct CellEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub params: ParamsEntry,
+    /// The key of this cell's control in [`Manifest::controls`] (cells with LoRAs, when controls are on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<String>,
+}
+
+/// A control: a cell's settings with its LoRA tags removed, rendered by the base model alone.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ControlEntry {
+    pub key: String,
+    /// Path relative to the run folder (`cells/<key>.png`; present only when `status` is `ok`).
+    pub image: String,
+    /// `ok`, `failed` or `missing`.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Z and seed indices of the first cell it serves.
+    pub z_index: usize,
+    pub seed_index: usize,
+    /// Its settings (prompt without LoRA tags, no LoRAs).
+    pub params: ParamsEntry,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -131,11 +155,24 @@ impl CellStatus {
             CellStatus::Missing => "missing",
         }
     }
+
+    fn reason(&self) -> Option<String> {
+        match self {
+            CellStatus::Failed(reason) => Some(reason.clone()),
+            _ => None,
+        }
+    }
 }
 
 impl Manifest {
-    /// The manifest of `plan` with each cell's status (same order as `plan.cells`) and the grids drawn.
-    pub fn new(plan: &GridPlan, statuses: &[CellStatus], grids: Vec<GridEntry>) -> Manifest {
+    /// The manifest of `plan` with each cell's status (same order as `plan.cells`), each control's (same order as
+    /// `plan.controls`) and the grids drawn.
+    pub fn new(
+        plan: &GridPlan,
+        statuses: &[CellStatus],
+        control_statuses: &[CellStatus],
+        grids: Vec<GridEntry>,
+    ) -> Manifest {
         let cells: Vec<CellEntry> = plan
             .cells
             .iter()
@@ -166,6 +203,12 @@ impl Manifest {
             base: params(&plan.base, &[]),
             grids,
             cells,
+            controls: plan
+                .controls
+                .iter()
+                .zip(control_statuses)
+                .map(|(control, status)| control_entry(control, status))
+                .collect(),
             summary,
         }
     }
@@ -199,11 +242,21 @@ fn cell_entry(cell: &CellRequest, status: &CellStatus) -> CellEntry {
         key: cell.key.clone(),
         image: cell.image_name(),
         status: status.name().to_string(),
-        reason: match status {
-            CellStatus::Failed(reason) => Some(reason.clone()),
-            _ => None,
-        },
+        reason: status.reason(),
         params: params(&cell.settings, &cell.loras),
+        control: cell.control.clone(),
+    }
+}
+
+fn control_entry(control: &CellRequest, status: &CellStatus) -> ControlEntry {
+    ControlEntry {
+        key: control.key.clone(),
+        image: control.image_name(),
+        status: status.name().to_string(),
+        reason: status.reason(),
+        z_index: control.z_index,
+        seed_index: control.seed_index,
+        params: params(&control.settings, &control.loras),
     }
 }
 

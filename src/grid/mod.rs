@@ -6,9 +6,11 @@
 //! * [`axes`]: axis types and their application to a cell's settings (Prompt S/R exactly as A1111).
 //! * [`lora_tag`]: epochs and weights act through the prompt's `<lora:NAME:W>` tag.
 //! * [`epochs`]: the LoRA files of one kohya run in a folder, ordered by `ss_epoch`.
-//! * [`plan`]: the cells with their full settings, cache keys and shards.
+//! * [`plan`]: the cells with their full settings, cache keys and shards, and their controls (the settings without
+//!   the LoRA tags, rendered by the base model, not drawn).
 //! * [`draw`]: the labelled grid image as A1111's `draw_grid_annotations` draws it.
 //! * [`run`]: the run folder (`cells/`, `grid.json`, `grid.png`), resume, failures.
+//! * [`manifest`]: `grid.json`: axes, cells, controls, grids.
 //! * [`spec`]: YAML grid specs and prompt sets.
 //!
 //! The stage never renders by itself: [`run::execute`] takes a render callback.

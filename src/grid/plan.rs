@@ -4,6 +4,10 @@
 //! Cells are ordered as A1111 loops over them (Z outer, then Y, X fastest), seeds innermost. Axis values are
 //! applied in A1111's order X, Y, Z to a copy of the base settings (a prompt-set axis first, since it replaces the
 //! whole prompt), so a Y Prompt S/R sees the prompt after X's replacement.
+//!
+//! Every cell with LoRAs also has a control: the same settings with its `<lora:…>` tags removed, rendered by the
+//! base model alone (A1111's "None"). Cells that differ only in LoRA files or weights share one control. Controls
+//! are keyed and cached like cells and come after the cells in plan positions (shards), but are not drawn.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,9 +18,12 @@ use super::axes::{apply, Axis, AxisKind};
 use super::epochs::LoraLibrary;
 use super::lora_tag::{set_lora_tag, LoraTarget};
 use super::GridError;
+use crate::lora::library::is_lora_kind;
 use crate::sampling::samplers::SamplerName;
 use crate::sampling::txt2img::Txt2ImgRequest;
-use crate::text::extra_networks::{extract_extra_networks, lora_multipliers};
+use crate::text::extra_networks::{
+    extract_extra_networks, lora_multipliers, remove_extra_networks,
+};
 
 /// Bumped when the renderer's output for the same settings changes, so that cached cells are not reused.
 pub const CELL_KEY_VERSION: u32 = 1;
@@ -80,6 +87,8 @@ pub struct CellRequest {
     pub loras: Vec<CellLora>,
     /// Hex digest of everything that determines the cell's pixels; the image is `cells/<key>.png`.
     pub key: String,
+    /// The key of this cell's control (the same settings without LoRAs), when it has LoRAs and controls are on.
+    pub control: Option<String>,
 }
 
 impl CellRequest {
@@ -113,6 +122,8 @@ pub struct PlanInput<'a> {
     pub lora_target: Option<LoraTarget>,
     pub library: Option<&'a LoraLibrary>,
     pub model: ModelInfo,
+    /// Whether cells with LoRAs get a control (the same settings without LoRAs).
+    pub control: bool,
 }
 
 /// Every cell of the plot, in A1111's order.
@@ -125,6 +136,9 @@ pub struct GridPlan {
     pub seeds: Vec<u64>,
     pub model: ModelInfo,
     pub cells: Vec<CellRequest>,
+    /// One image per distinct control key, in order of the first cell naming it; x and y indices are 0, z and
+    /// seed indices those of that first cell.
+    pub controls: Vec<CellRequest>,
 }
 
 impl GridPlan {
@@ -155,11 +169,16 @@ impl GridPlan {
                             settings,
                             loras,
                             key,
+                            control: None,
                         });
                     }
                 }
             }
         }
+        let controls = match input.control {
+            true => attach_controls(&input.model, &mut cells),
+            false => Vec::new(),
+        };
         Ok(GridPlan {
             base: input.base,
             x: input.x,
@@ -168,6 +187,7 @@ impl GridPlan {
             seeds: input.seeds,
             model: input.model,
             cells,
+            controls,
         })
     }
 
@@ -176,9 +196,20 @@ impl GridPlan {
         (self.x.len(), axis_len(&self.y), axis_len(&self.z))
     }
 
-    /// Total sampling steps of all cells (for time estimates).
+    /// Total sampling steps of all cells and controls (for time estimates).
     pub fn total_steps(&self) -> usize {
-        self.cells.iter().map(|c| c.settings.steps).sum()
+        self.images().map(|(_, c)| c.settings.steps).sum()
+    }
+
+    /// Every image of the plan with its plan position: the cells, then the controls.
+    pub fn images(&self) -> impl Iterator<Item = (usize, &CellRequest)> {
+        self.cells.iter().chain(&self.controls).enumerate()
+    }
+
+    /// Whether `cell` is a control and not also a cell of the grid (a control whose key a cell has is that cell).
+    pub fn is_control(&self, cell: &CellRequest) -> bool {
+        self.controls.iter().any(|c| c.key == cell.key)
+            && !self.cells.iter().any(|c| c.key == cell.key)
     }
 
     /// The cell at a position.
@@ -195,6 +226,38 @@ impl GridPlan {
         axes.extend(self.z.iter().map(|a| ("Z", a)));
         axes
     }
+}
+
+/// The controls of `cells` (deduplicated by key, in order of first use), naming each in its cells' `control`.
+fn attach_controls(model: &ModelInfo, cells: &mut [CellRequest]) -> Vec<CellRequest> {
+    let mut controls: Vec<CellRequest> = Vec::new();
+    for cell in cells.iter_mut().filter(|c| !c.loras.is_empty()) {
+        let settings = Settings {
+            prompt: control_prompt(&cell.settings.prompt),
+            ..cell.settings.clone()
+        };
+        let key = cell_key(model, &settings, &[]);
+        if !controls.iter().any(|c| c.key == key) {
+            controls.push(CellRequest {
+                x_index: 0,
+                y_index: 0,
+                z_index: cell.z_index,
+                seed_index: cell.seed_index,
+                settings,
+                loras: Vec::new(),
+                key: key.clone(),
+                control: None,
+            });
+        }
+        cell.control = Some(key);
+    }
+    controls
+}
+
+/// The prompt of a cell's control: every LoRA tag (`<lora:…>`, `<lyco:…>`) replaced by nothing, the rest of the
+/// text as written, so the base model reads the same text the cell's model reads.
+pub fn control_prompt(prompt: &str) -> String {
+    remove_extra_networks(prompt, |tag| is_lora_kind(&tag.kind))
 }
 
 fn axis_len(axis: &Option<Axis>) -> usize {
@@ -276,7 +339,7 @@ fn cell_loras(
 ) -> Result<Vec<CellLora>, GridError> {
     let (_, tags) = extract_extra_networks(prompt);
     let mut loras = Vec::new();
-    for tag in tags.iter().filter(|t| t.kind == "lora") {
+    for tag in tags.iter().filter(|t| is_lora_kind(&t.kind)) {
         let (te, unet) =
             lora_multipliers(tag).map_err(|e| GridError::InvalidSetting(e.to_string()))?;
         let file = library.and_then(|l| l.resolve(&tag.name));
@@ -345,7 +408,8 @@ pub fn cell_key(model: &ModelInfo, settings: &Settings, loras: &[CellLora]) -> S
     digest.iter().take(10).map(|b| format!("{b:02x}")).collect()
 }
 
-/// `--shard i/n`: the i-th (1-based) of n deterministic shares (cells whose plan position ≡ i-1 mod n).
+/// `--shard i/n`: the i-th (1-based) of n deterministic shares (images whose plan position ≡ i-1 mod n; see
+/// [`GridPlan::images`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Shard {
     pub index: usize,
@@ -417,6 +481,7 @@ mod tests {
             lora_target: None,
             library: None,
             model: model(),
+            control: true,
         };
         GridPlan::build(input, &mut |_| Ok("00".into()))
     }
@@ -458,6 +523,66 @@ mod tests {
             cell_key(&other_model, &cell.settings, &cell.loras),
             cell.key
         );
+    }
+
+    #[test]
+    fn cells_with_a_lora_share_one_control_per_seed_and_settings() {
+        let input = |control: bool| PlanInput {
+            base: base(),
+            x: axis("0.4,1.0"),
+            y: Some(axis("steps:2,3")),
+            z: None,
+            seeds: vec![1, 2],
+            lora_target: Some(LoraTarget::single("face")),
+            library: None,
+            model: model(),
+            control,
+        };
+        let plan = GridPlan::build(input(true), &mut |_| Ok("00".into())).unwrap();
+        assert_eq!(plan.cells.len(), 8);
+        // One control per (steps, seed): the two weights share it.
+        assert_eq!(plan.controls.len(), 4);
+        for cell in &plan.cells {
+            let control = plan
+                .controls
+                .iter()
+                .find(|c| Some(&c.key) == cell.control.as_ref())
+                .expect("every LoRA cell names a planned control");
+            assert_eq!(control.settings.prompt, "photo of sks woman ");
+            assert_eq!(
+                (control.settings.seed, control.settings.steps),
+                (cell.settings.seed, cell.settings.steps)
+            );
+            assert_eq!(
+                (control.x_index, control.y_index, control.seed_index),
+                (0, 0, cell.seed_index)
+            );
+            assert!(control.loras.is_empty() && control.control.is_none());
+            assert_eq!(control.key, cell_key(&model(), &control.settings, &[]));
+            assert!(plan.is_control(control) && !plan.is_control(cell));
+        }
+        assert_eq!(plan.images().count(), 12);
+        let off = GridPlan::build(input(false), &mut |_| Ok("00".into())).unwrap();
+        assert!(off.controls.is_empty());
+        assert!(off.cells.iter().all(|c| c.control.is_none()));
+        let keys = |p: &GridPlan| p.cells.iter().map(|c| c.key.clone()).collect::<Vec<_>>();
+        assert_eq!(keys(&off), keys(&plan));
+    }
+
+    #[test]
+    fn plans_without_loras_have_no_controls() {
+        let plan = plan("steps:2,3", None, vec![1]).unwrap();
+        assert!(plan.controls.is_empty());
+        assert!(plan.cells.iter().all(|c| c.control.is_none()));
+    }
+
+    #[test]
+    fn control_prompts_drop_only_lora_tags() {
+        assert_eq!(
+            control_prompt("<lora:a:1> photo, <lyco:b:0.5>, smiling <hypernet:h>"),
+            " photo, , smiling <hypernet:h>"
+        );
+        assert_eq!(control_prompt("photo"), "photo");
     }
 
     #[test]

@@ -6,6 +6,9 @@
 //! folder. Every file is written to a temporary name and renamed, so an interrupted run loses at most the cell in
 //! progress. A render error marks that cell failed and the run goes on; I/O errors (a full disk) stop the run with
 //! [`GridError::RunStopped`], keeping every cell written before.
+//!
+//! Controls (the cells' settings without LoRAs, [`GridPlan::controls`]) are rendered, resumed, split between
+//! shards and recorded in `grid.json` like cells, through the same render callback, but are not drawn.
 
 use std::fmt::Display;
 use std::fs;
@@ -74,13 +77,14 @@ impl RunFolder {
         }
     }
 
-    /// Cells of `shard` (all when None) without an image yet, in plan order, each key once.
+    /// Cells and controls of `shard` (all when None) without an image yet, in plan order (cells, then controls),
+    /// each key once. A control whose key a cell has is left to that cell's shard.
     pub fn pending<'p>(&self, plan: &'p GridPlan, shard: Option<Shard>) -> Vec<&'p CellRequest> {
         let mut seen = std::collections::HashSet::new();
-        plan.cells
-            .iter()
-            .enumerate()
+        let cells = plan.cells.len();
+        plan.images()
             .filter(|(position, _)| shard.is_none_or(|s| s.contains(*position)))
+            .filter(|(position, cell)| *position < cells || plan.is_control(cell))
             .map(|(_, cell)| cell)
             .filter(|cell| seen.insert(cell.key.clone()))
             .filter(|cell| self.status(cell) != CellStatus::Ok)
@@ -109,11 +113,16 @@ pub enum RunEvent<'a> {
 /// The outcome of a run.
 #[derive(Debug, Default)]
 pub struct RunSummary {
+    /// Cells rendered in this run (controls not included).
     pub rendered: usize,
-    /// (cell key, reason) of cells that failed in this run.
+    /// Controls rendered in this run.
+    pub controls_rendered: usize,
+    /// (key, reason) of cells and controls that failed in this run.
     pub failed: Vec<(String, String)>,
     /// Cells of the whole plan still without an image (failed ones included).
     pub missing: usize,
+    /// Controls of the whole plan still without an image (failed ones included).
+    pub controls_missing: usize,
     pub grids: Vec<PathBuf>,
     pub manifest: PathBuf,
 }
@@ -125,8 +134,8 @@ pub struct RunOptions {
     pub draw: DrawOptions,
 }
 
-/// Renders the pending cells of the shard through `render` (in [`render_order`]), then writes `grid.json` and the grid images from all
-/// cells present.
+/// Renders the pending cells and controls of the shard through `render` (in [`render_order`]), then writes
+/// `grid.json` and the grid images from all cells present.
 pub fn execute<E: Display>(
     plan: &GridPlan,
     folder: &RunFolder,
@@ -141,17 +150,19 @@ pub fn execute<E: Display>(
     for (done, cell) in pending.into_iter().enumerate() {
         events(RunEvent::CellStarted { done, total, cell });
         let started = Instant::now();
+        let rendered = summary.rendered + summary.controls_rendered;
         let error = match render(cell) {
             Ok(image) => {
-                save_cell(plan, folder, cell, &image)
-                    .map_err(|e| stopped(e, folder, summary.rendered))?;
-                summary.rendered += 1;
+                save_cell(plan, folder, cell, &image).map_err(|e| stopped(e, folder, rendered))?;
+                match plan.is_control(cell) {
+                    true => summary.controls_rendered += 1,
+                    false => summary.rendered += 1,
+                }
                 None
             }
             Err(error) => {
                 let reason = error.to_string();
-                save_failure(folder, cell, &reason)
-                    .map_err(|e| stopped(e, folder, summary.rendered))?;
+                save_failure(folder, cell, &reason).map_err(|e| stopped(e, folder, rendered))?;
                 summary.failed.push((cell.key.clone(), reason.clone()));
                 Some(reason)
             }
@@ -170,6 +181,11 @@ pub fn execute<E: Display>(
     summary.grids = grids.iter().map(|g| folder.root.join(&g.file)).collect();
     let manifest = write_manifest(plan, folder, grids)?;
     summary.missing = manifest.summary.failed + manifest.summary.missing;
+    summary.controls_missing = manifest
+        .controls
+        .iter()
+        .filter(|c| c.status != "ok")
+        .count();
     summary.manifest = folder.manifest_path();
     Ok(summary)
 }
@@ -327,7 +343,9 @@ fn write_manifest(
     grids: Vec<GridEntry>,
 ) -> Result<Manifest, GridError> {
     let statuses: Vec<CellStatus> = plan.cells.iter().map(|c| folder.status(c)).collect();
-    let manifest = Manifest::new(plan, &statuses, grids);
+    let control_statuses: Vec<CellStatus> =
+        plan.controls.iter().map(|c| folder.status(c)).collect();
+    let manifest = Manifest::new(plan, &statuses, &control_statuses, grids);
     let text = serde_json::to_string_pretty(&manifest).map_err(|e| GridError::Write {
         path: folder.manifest_path(),
         reason: e.to_string(),

@@ -38,6 +38,8 @@ pub struct GridSpec {
     pub height: Option<usize>,
     pub clip_skip: Option<usize>,
     pub margin: Option<u32>,
+    /// `false` skips the controls (each LoRA cell's settings rendered without LoRAs); `--no-control` does too.
+    pub control: Option<bool>,
 }
 
 /// `seeds: 3` (three consecutive seeds from `seed`) or `seeds: [1, 2, 3]` / `seeds: "1-3"`.
@@ -121,6 +123,9 @@ mod tests {
         assert_eq!(list.seeds, Some(SeedsSpec::List(vec![1, 5])));
         let text: GridSpec = from_yaml("seeds: \"1-3\"", Path::new("a.yaml")).unwrap();
         assert_eq!(text.seeds, Some(SeedsSpec::Text("1-3".into())));
+        assert_eq!(spec.control, None);
+        let off: GridSpec = from_yaml("control: false", Path::new("a.yaml")).unwrap();
+        assert_eq!(off.control, Some(false));
     }
 
     #[test]
