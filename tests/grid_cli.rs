@@ -1,5 +1,6 @@
 //! `loraeval grid` end to end on the tiny vendored model: cells equal `generate`'s images, resume renders nothing,
-//! extending an axis renders only the new cells, shards fill one folder, failures are recorded, bad input is refused.
+//! extending an axis renders only the new cells, shards fill one folder, failures are recorded, bad input is refused;
+//! a LoRA grid also renders its control (the prompt without the LoRA tag, base model), which `--no-control` skips.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -336,4 +337,157 @@ fn spec_file_sets_axes_and_flags_override_it() {
     let text = stderr(&output);
     assert!(text.contains("2 images on 1 2x1 grid"), "{text}");
     assert!(text.contains("CFG Scale: 4.0"), "{text}");
+}
+
+/// A LoRA folder holding the fixture LoRA as `face.safetensors`.
+fn lora_dir(parent: &Path) -> PathBuf {
+    let dir = parent.join("loras");
+    std::fs::create_dir_all(&dir).unwrap();
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lora/kohya_locon.safetensors");
+    std::fs::copy(fixture, dir.join("face.safetensors")).unwrap();
+    dir
+}
+
+#[test]
+fn a_lora_grid_renders_its_control_without_the_lora() {
+    let folder = tempfile::tempdir().unwrap();
+    let loras = lora_dir(folder.path());
+    let out = folder.path().join("run");
+    let flags = [
+        "--lora-dir",
+        loras.to_str().unwrap(),
+        "--x",
+        "0.5,1.0",
+        "--steps",
+        "2",
+    ];
+    let output = grid(&out, &flags);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("1 control images (no LoRA)"),
+        "{}",
+        stderr(&output)
+    );
+    // stdout names the grid and grid.json only.
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let printed: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        printed,
+        vec![
+            out.join("grid.png").to_str().unwrap(),
+            out.join("grid.json").to_str().unwrap()
+        ]
+    );
+    let manifest = manifest(&out);
+    let controls = manifest["controls"].as_array().unwrap();
+    assert_eq!(controls.len(), 1);
+    let control = &controls[0];
+    assert_eq!(control["status"], "ok");
+    for cell in manifest["cells"].as_array().unwrap() {
+        assert_eq!(cell["control"], control["key"]);
+        let text = png_text(&out.join(cell["image"].as_str().unwrap()));
+        assert!(text.contains("Lora hashes: \"face: "), "{text}");
+    }
+    let prompt = control["params"]["prompt"].as_str().unwrap();
+    assert_eq!(prompt, "a photo of sks woman ");
+    let image = out.join(control["image"].as_str().unwrap());
+    let text = png_text(&image);
+    assert!(!text.contains("Lora hashes"), "{text}");
+    assert!(!text.contains("<lora"), "{text}");
+
+    // The control is the image `generate` makes with its prompt and no LoRA.
+    let single = folder.path().join("single.png");
+    let generated = Command::new(env!("CARGO_BIN_EXE_loraeval"))
+        .arg("generate")
+        .arg("--model")
+        .arg(tiny_model())
+        .args([
+            "--prompt",
+            prompt,
+            "--negative",
+            "blurry",
+            "--seed",
+            "7",
+            "--steps",
+            "2",
+        ])
+        .args([
+            "--sampler",
+            "euler",
+            "--width",
+            "64",
+            "--height",
+            "64",
+            "--out",
+        ])
+        .arg(&single)
+        .output()
+        .unwrap();
+    assert!(generated.status.success(), "{}", stderr(&generated));
+    let from_grid = image::open(&image).unwrap().to_rgb8();
+    assert!(from_grid == image::open(&single).unwrap().to_rgb8());
+    assert_eq!(text, png_text(&single));
+    // The LoRA changes the image.
+    let cell = out.join(manifest["cells"][1]["image"].as_str().unwrap());
+    assert!(image::open(cell).unwrap().to_rgb8() != from_grid);
+
+    let again = grid(&out, &flags);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("3 already rendered; 0 to render"),
+        "{}",
+        stderr(&again)
+    );
+}
+
+#[test]
+fn no_control_skips_the_control() {
+    let folder = tempfile::tempdir().unwrap();
+    let loras = lora_dir(folder.path());
+    let out = folder.path().join("run");
+    let flags = [
+        "--lora-dir",
+        loras.to_str().unwrap(),
+        "--x",
+        "0.5,1.0",
+        "--steps",
+        "1",
+    ];
+    let output = grid(&out, &[&flags[..], &["--no-control"]].concat());
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(!stderr(&output).contains("control"), "{}", stderr(&output));
+    let manifest = manifest(&out);
+    assert!(manifest["controls"].as_array().unwrap().is_empty());
+    assert!(manifest["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c.get("control").is_none()));
+    assert_eq!(std::fs::read_dir(out.join("cells")).unwrap().count(), 2);
+    // `control: false` in a spec does the same; the dry run plans no control image.
+    let spec = folder.path().join("spec.yaml");
+    std::fs::write(&spec, "control: false\n").unwrap();
+    let dry = grid(
+        &out,
+        &[&flags[..], &["--spec", spec.to_str().unwrap(), "--dry-run"]].concat(),
+    );
+    assert!(dry.status.success(), "{}", stderr(&dry));
+    assert!(!stderr(&dry).contains("control"), "{}", stderr(&dry));
+    assert!(
+        stderr(&dry).contains("2 already rendered; 0 to render"),
+        "{}",
+        stderr(&dry)
+    );
+    let with = grid(&out, &[&flags[..], &["--dry-run"]].concat());
+    assert!(
+        stderr(&with).contains("1 control images (no LoRA)"),
+        "{}",
+        stderr(&with)
+    );
+    assert!(
+        stderr(&with).contains("2 already rendered; 1 to render"),
+        "{}",
+        stderr(&with)
+    );
 }
