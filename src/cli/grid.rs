@@ -11,6 +11,8 @@ use clap::Args;
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
+use super::decide::{decide, DecisionArgs};
+use super::faces::FaceOptionArgs;
 use super::progress::step_bar;
 use crate::grid::axes::{Axis, AxisKind, AxisSpec};
 use crate::grid::draw::DrawOptions;
@@ -20,6 +22,7 @@ use crate::grid::plan::{CellRequest, GridPlan, ModelInfo, PlanInput, Settings, S
 use crate::grid::run::{
     execute, read_manifest, write_atomic, RunEvent, RunFolder, RunOptions, RunSummary,
 };
+use crate::grid::run_info::RunInfo;
 use crate::grid::spec::{GridSpec, PromptSet, SeedsSpec};
 use crate::grid::values::parse_int_values;
 use crate::grid::GridError;
@@ -109,6 +112,14 @@ pub struct GridArgs {
     /// Skip the controls: each LoRA cell's seed and settings rendered without the LoRA by the base model.
     #[arg(long)]
     no_control: bool,
+    /// Reference (training) photos of the person: a folder (kohya's image/NN_name works as it is) or files;
+    /// repeatable. After rendering, every cell is scored, a checkpoint recommended and report.html written.
+    #[arg(long)]
+    reference: Vec<PathBuf>,
+    #[command(flatten)]
+    face: FaceOptionArgs,
+    #[command(flatten)]
+    decision: DecisionArgs,
 }
 
 /// Exit code when the grid was written but some cells failed.
@@ -170,7 +181,32 @@ pub fn run(args: GridArgs) -> Result<ExitCode> {
             renderer.cells
         );
     }
-    Ok(report(&summary, &folder, plan.controls.len()))
+    RunInfo::new(
+        &std::env::args().collect::<Vec<_>>(),
+        lora_dir.map(PathBuf::as_path),
+        Some(&model_path),
+    )
+    .write(&folder.root)?;
+    let code = report(&summary, &folder, plan.controls.len());
+    let reference = match args.reference.is_empty() {
+        true => spec.reference.clone().unwrap_or_default(),
+        false => args.reference.clone(),
+    };
+    if !reference.is_empty() {
+        decide_run(&folder.root, &reference, &args)?;
+    }
+    Ok(code)
+}
+
+/// Scores the rendered run, recommends and writes the report; the report path goes to stdout, the decision to
+/// stderr.
+fn decide_run(run: &Path, reference: &[PathBuf], args: &GridArgs) -> Result<()> {
+    let decision = decide(run, reference, &args.face, &args.decision)?;
+    println!("{}", decision.report.display());
+    for reason in &decision.recommendation.reasons {
+        eprintln!("{reason}");
+    }
+    Ok(())
 }
 
 /// Renders cells and shares the work they have in common: the model with the LoRA state of the previous cell (cells

@@ -4,10 +4,12 @@
 //! logs to stderr.
 
 mod bench;
+mod decide;
 mod faces;
 mod generate;
 mod grid;
 mod inspect;
+mod pick;
 mod progress;
 mod score;
 
@@ -36,8 +38,13 @@ enum Command {
     /// Face detection and dlib face descriptors.
     #[command(subcommand)]
     Faces(faces::FacesCommand),
-    /// Score images against reference photos of the person: similarity, dlib distance, nearest photo.
+    /// Score a run folder against the training photos (per-cell likeness, hit rate, copies, flexibility,
+    /// health; recommendation and report.html), or loose images: similarity, dlib distance, nearest photo.
     Score(score::ScoreArgs),
+    /// The recommended LoRA file and weight of a run folder (exit 0), or none with the reasons (exit 3).
+    Pick(pick::PickArgs),
+    /// Rewrite a run folder's report.html from its grid.json, scores.json and recommendation.json.
+    Report(pick::ReportArgs),
     /// Describe a LoRA file: format, ranks, alphas, targeted modules, likely base model, training metadata.
     Inspect(inspect::InspectArgs),
 }
@@ -53,6 +60,8 @@ pub fn main() -> ExitCode {
         Command::Faces(command) => faces::run(command).map(|()| ExitCode::SUCCESS),
         Command::Score(args) => score::run(args).map(|()| ExitCode::SUCCESS),
         Command::Inspect(args) => inspect::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Pick(args) => pick::run(args),
+        Command::Report(args) => pick::run_report(args),
     };
     match result {
         Ok(code) => code,

@@ -1,11 +1,15 @@
-//! `loraeval score`: identity scores of images against a reference set of photos of the person.
+//! `loraeval score`: identity scores of images against a reference set of photos of the person, or of a whole
+//! run folder (`score RUN`): per-cell scores, the recommendation and the report.
 
+use super::decide::{decide, DecisionArgs};
 use super::faces::{batch_bar, load_models, report_skipped, write_stdout, FaceOptionArgs};
 use crate::face::pipeline::process_files;
 use crate::face::reference::{
     describe_inputs, expand_folders, find_images, skip_reason, ReferenceSet,
 };
 use crate::face::score::{build_reference_set, score_image, ImageScore};
+use crate::recommend::Recommendation;
+use crate::score::table::ScoreTable;
 use anyhow::{bail, Result};
 use clap::Args;
 use serde::Serialize;
@@ -15,14 +19,18 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Args)]
 pub struct ScoreArgs {
     /// Reference photos of the person: a folder (searched recursively for .jpg/.jpeg/.png/.webp/.bmp, so a
-    /// kohya `image/NN_name/` folder works as it is) or a file. Repeat the option for several.
-    #[arg(long, required = true)]
+    /// kohya `image/NN_name/` folder works as it is) or a file. Repeat the option for several. For a run folder
+    /// the default is the photos of its last scoring.
+    #[arg(long)]
     reference: Vec<PathBuf>,
-    /// Images to score: files, or folders searched recursively.
+    /// A run folder (made by `loraeval grid`): scores every cell, recommends and writes scores.json,
+    /// recommendation.json and report.html. Otherwise images to score: files, or folders searched recursively.
     #[arg(required = true)]
     images: Vec<PathBuf>,
     #[command(flatten)]
     face: FaceOptionArgs,
+    #[command(flatten)]
+    decision: DecisionArgs,
     /// Print JSON: {"reference": {"images", "faces", "outliers", ...}, "images": [{"image", "face_found",
     /// "n_faces", "similarity", "distance", "nearest": {"image", "similarity", "distance"}, ...}], "skipped"}.
     #[arg(long)]
@@ -89,8 +97,87 @@ struct NearestEntry {
     distance: f32,
 }
 
-/// Runs `score`: builds the reference set, scores every image, prints a table or JSON.
+/// Runs `score`: a run folder (one path holding grid.json) or loose images.
 pub fn run(args: ScoreArgs) -> Result<()> {
+    match args.images.as_slice() {
+        [run] if run.join("grid.json").is_file() => score_run_folder(&args, run),
+        _ => score_images(args),
+    }
+}
+
+/// Scores a run folder, recommends, writes the report; prints the cell table (or scores.json with --json).
+fn score_run_folder(args: &ScoreArgs, run: &Path) -> Result<()> {
+    let decision = decide(run, &args.reference, &args.face, &args.decision)?;
+    if args.json {
+        write_stdout(&(serde_json::to_string_pretty(&decision.table)? + "\n"))?;
+    } else {
+        write_stdout(&cell_table(&decision.table, &decision.recommendation))?;
+    }
+    eprintln!("report: {}", decision.report.display());
+    Ok(())
+}
+
+/// One line per cell: likeness, hit rate, copies, flexibility, health, and whether it passes.
+fn cell_table(table: &ScoreTable, recommendation: &Recommendation) -> String {
+    let b = &table.baselines;
+    let mut out = format!(
+        "reference: {} photos used; likeness 1 at distance {:.3} (reference photos), 0 at {:.3} ({})\n",
+        table.reference.used, b.reference_distance, b.stranger_distance, b.stranger_source
+    );
+    for photo in table
+        .reference
+        .photos
+        .iter()
+        .filter(|p| !p.flags.is_empty())
+    {
+        out += &format!("  {}: {}\n", photo.path, photo.flags.join("; "));
+    }
+    let width = table
+        .cells
+        .iter()
+        .map(|c| c.label.chars().count())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    out += &format!(
+        "{:<width$}  {:>6}  {:>8}  {:>8}  {:>6}  {:>5}  {:>7}  verdict\n",
+        "cell", "images", "likeness", "distance", "hits", "copy", "flex"
+    );
+    let number = |v: Option<f32>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.2}"));
+    let rows = table.control.iter().chain(&table.cells);
+    for cell in rows {
+        let ranked = recommendation
+            .ranking
+            .iter()
+            .find(|r| r.label == cell.label);
+        let verdict = ranked.map_or("control".to_string(), |r| match r.passed {
+            true => "ok".to_string(),
+            false => r.reasons.join("; "),
+        });
+        out += &format!(
+            "{:<width$}  {:>6}  {:>8}  {:>8}  {:>5.0}%  {:>4.0}%  {:>7}  {verdict}\n",
+            cell.label,
+            cell.images.len(),
+            number(cell.likeness),
+            number(cell.distance),
+            cell.hit_rate * 100.0,
+            cell.copy_rate * 100.0,
+            number(cell.flexibility),
+        );
+    }
+    for reason in &recommendation.reasons {
+        out += &format!("{reason}\n");
+    }
+    out
+}
+
+/// Builds the reference set, scores every image, prints a table or JSON.
+fn score_images(args: ScoreArgs) -> Result<()> {
+    if args.reference.is_empty() {
+        bail!(
+            "give --reference with photos of the person (or score a run folder holding grid.json)"
+        );
+    }
     let options = args.face.pipeline_options()?;
     let reference_paths = find_images(&args.reference)?;
     let image_paths = expand_folders(&args.images)?;

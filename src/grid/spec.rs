@@ -40,6 +40,9 @@ pub struct GridSpec {
     pub margin: Option<u32>,
     /// `false` skips the controls (each LoRA cell's settings rendered without LoRAs); `--no-control` does too.
     pub control: Option<bool>,
+    /// Reference (training) photos, folders or files (relative to this spec's folder): after rendering, every
+    /// cell is scored against them, a checkpoint recommended and report.html written. `--reference` replaces it.
+    pub reference: Option<Vec<PathBuf>>,
 }
 
 /// `seeds: 3` (three consecutive seeds from `seed`) or `seeds: [1, 2, 3]` / `seeds: "1-3"`.
@@ -72,13 +75,19 @@ fn read_text(path: &Path) -> Result<String, GridError> {
 }
 
 impl GridSpec {
-    /// Reads a spec file; relative `prompts`, `model` and `lora_dir` paths are made relative to the spec's folder.
+    /// Reads a spec file; relative `prompts`, `model`, `lora_dir` and `reference` paths are made relative to the
+    /// spec's folder.
     pub fn read(path: &Path) -> Result<GridSpec, GridError> {
         let mut spec: GridSpec = from_yaml(&read_text(path)?, path)?;
         if let Some(folder) = path.parent() {
             for entry in [&mut spec.prompts, &mut spec.model, &mut spec.lora_dir] {
                 if let Some(relative) = entry.as_ref().filter(|p| p.is_relative()) {
                     *entry = Some(folder.join(relative));
+                }
+            }
+            for reference in spec.reference.iter_mut().flatten() {
+                if reference.is_relative() {
+                    *reference = folder.join(&*reference);
                 }
             }
         }

@@ -153,7 +153,7 @@ impl RecordCache {
         progress: &(dyn Fn() + Sync),
     ) -> Vec<(PathBuf, Result<ImageRecord, FaceError>)> {
         let records = &self.records;
-        let results: Vec<(PathBuf, Result<(String, ImageRecord, bool), FaceError>)> = paths
+        let results: Vec<(PathBuf, Result<FileRecord, FaceError>)> = paths
             .par_iter()
             .map(|path| {
                 let result = record_of_file(path, records, models, options);
@@ -178,12 +178,14 @@ impl RecordCache {
 }
 
 /// (cache key, record, newly computed) of one file.
+type FileRecord = (String, ImageRecord, bool);
+
 fn record_of_file(
     path: &Path,
     cached: &BTreeMap<String, ImageRecord>,
     models: &FaceModels,
     options: PipelineOptions,
-) -> Result<(String, ImageRecord, bool), FaceError> {
+) -> Result<FileRecord, FaceError> {
     let bytes = std::fs::read(path).map_err(|e| FaceError::Image {
         path: path.to_path_buf(),
         reason: format!("cannot read file: {e}"),

@@ -274,21 +274,26 @@ fn cell_groups(run: &Path, manifest: &Manifest) -> Vec<CellGroup> {
     groups
 }
 
-/// The images rendered without any LoRA that share a seed and prompt with the LoRA cells: the run's controls
-/// and cells of a "None" axis value.
+/// The images rendered without any LoRA that share seeds and prompts with the LoRA cells: the run's controls
+/// and cells of a "None" axis value (each key once, only files that exist).
 fn control_images(run: &Path, manifest: &Manifest) -> Vec<PlannedImage> {
     let has_lora = manifest.cells.iter().any(|c| !c.params.loras.is_empty());
     if !has_lora {
         return Vec::new();
     }
+    let controls = manifest
+        .controls
+        .iter()
+        .map(|c| (c.key.as_str(), &c.params, c.z_index));
     let plain = manifest
         .cells
         .iter()
         .filter(|c| c.params.loras.is_empty())
-        .map(|c| (c.key.clone(), &c.params, c.z_index));
+        .map(|c| (c.key.as_str(), &c.params, c.z_index));
     let mut seen = std::collections::HashSet::new();
-    plain
-        .filter(|(key, _, _)| seen.insert(key.clone()))
+    controls
+        .chain(plain)
+        .filter(|(key, _, _)| seen.insert(key.to_string()))
         .map(|(key, params, z_index)| PlannedImage {
             image: format!("cells/{key}.png"),
             seed: params.seed,
