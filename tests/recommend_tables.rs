@@ -129,7 +129,11 @@ fn every_epoch_gets_its_best_weight_or_a_one_line_reason() {
     copied.images[1].copy = image(true, Some("b.png")).copy;
     let mut fried = cell(10, 1.0, 0.95, 4);
     fried.health.clipped = 0.35;
+    let mut faceless = cell(1, 1.0, 0.0, 0);
+    faceless.faces = 0;
+    faceless.likeness = None;
     let cells = vec![
+        faceless,
         cell(2, 0.8, 0.31, 0),
         cell(2, 1.0, 0.35, 1),
         cell(6, 0.8, 0.9, 4),
@@ -139,6 +143,8 @@ fn every_epoch_gets_its_best_weight_or_a_one_line_reason() {
     ];
     let r = recommend(&table(cells), &Thresholds::default());
     let lines: Vec<&str> = r.epochs.iter().map(|e| e.reason.as_str()).collect();
+    assert_eq!(lines[0], "epoch 1: no face found in any of its 4 images");
+    let lines = &lines[1..];
     assert_eq!(lines[0], "epoch 2: likeness 0.35, under-trained");
     assert_eq!(lines[1], "epoch 6: best at weight 0.8 (likeness 0.90)");
     assert_eq!(
@@ -147,8 +153,8 @@ fn every_epoch_gets_its_best_weight_or_a_one_line_reason() {
     );
     assert!(lines[3]
         .starts_with("epoch 10: fried at weight 1 (fried: 35% clipped pixels (baseline 2%)"));
-    assert_eq!(r.epochs[1].best_weight, Some(0.8));
-    assert_eq!(r.epochs[0].best_weight, None);
+    assert_eq!(r.epochs[2].best_weight, Some(0.8));
+    assert_eq!(r.epochs[1].best_weight, None);
     assert!(r.reasons.iter().any(|l| l == lines[2]));
 }
 

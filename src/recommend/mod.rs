@@ -360,8 +360,8 @@ fn epoch_summary(
     }
 }
 
-/// Why no weight of an epoch passes: copies first (the most serious), then fried weights, under-training,
-/// missed faces, lack of variety.
+/// Why no weight of an epoch passes: copies first (the most serious), then fried weights, no face at all,
+/// under-training, missed faces, lack of variety.
 fn epoch_failure(
     cells: &[&(RankedCell, &CellScore)],
     best_likeness: f32,
@@ -405,6 +405,11 @@ fn epoch_failure(
             weights(&fried),
             fried[0].0.reasons.join("; ")
         );
+    }
+    let images: usize = cells.iter().map(|(_, c)| c.images.len()).sum();
+    let faces: usize = cells.iter().map(|(_, c)| c.faces).sum();
+    if images > 0 && faces == 0 {
+        return format!("no face found in any of its {images} images");
     }
     if best_likeness < thresholds.under_trained_likeness {
         return format!("likeness {best_likeness:.2}, under-trained");
