@@ -48,47 +48,61 @@ fn params(prompt: &str, lora: Option<(u32, f64)>, seed: u64) -> Value {
            "sampler": "dpmpp_2m_karras", "width": 512, "height": 512, "clip_skip": 1, "loras": loras})
 }
 
-/// Writes a run folder: X = 4 epochs, Y = one weight, one cell image per seed; `cells[x]` are the images of epoch
-/// x+1; `control` the base model's images.
-fn write_run(root: &Path, cells: &[Vec<RgbImage>], control: &[RgbImage]) {
+/// The images of one prompt (Z value): `cells[x]` are the images of epoch x+1, one per seed; `control` the base
+/// model's images of the same seeds.
+struct Level<'a> {
+    prompt: &'a str,
+    cells: Vec<Vec<RgbImage>>,
+    control: Vec<RgbImage>,
+}
+
+/// Writes a run folder: X = the epochs, Y = one weight, Z = the levels' prompts, one cell image per seed.
+fn write_run(root: &Path, levels: &[Level]) {
     std::fs::create_dir_all(root.join("cells")).unwrap();
-    let seeds = cells[0].len();
+    let (epochs, seeds) = (levels[0].cells.len(), levels[0].cells[0].len());
     let mut entries = Vec::new();
-    for (x, images) in cells.iter().enumerate() {
-        for (s, image) in images.iter().enumerate() {
-            let key = format!("e{}s{s}", x + 1);
+    let mut controls = Vec::new();
+    for (z, level) in levels.iter().enumerate() {
+        for (x, images) in level.cells.iter().enumerate() {
+            for (s, image) in images.iter().enumerate() {
+                let key = format!("z{z}e{}s{s}", x + 1);
+                image.save(root.join(format!("cells/{key}.png"))).unwrap();
+                let prompt = format!("{} <lora:sks-{:06}:1>", level.prompt, x + 1);
+                let control = (!level.control.is_empty()).then(|| format!("z{z}c{s}"));
+                entries.push(
+                    json!({"x_index": x, "y_index": 0, "z_index": z, "seed_index": s, "key": key,
+                    "image": format!("cells/{key}.png"), "status": "ok", "control": control,
+                    "params": params(&prompt, Some((x as u32 + 1, 1.0)), s as u64)}),
+                );
+            }
+        }
+        for (s, image) in level.control.iter().enumerate() {
+            let key = format!("z{z}c{s}");
             image.save(root.join(format!("cells/{key}.png"))).unwrap();
-            let prompt = format!("photo of sks woman <lora:sks-{:06}:1>", x + 1);
-            entries.push(
-                json!({"x_index": x, "y_index": 0, "z_index": 0, "seed_index": s, "key": key,
-                "image": format!("cells/{key}.png"), "status": "ok", "control": format!("c{s}"),
-                "params": params(&prompt, Some((x as u32 + 1, 1.0)), s as u64)}),
+            controls.push(
+                json!({"key": key, "image": format!("cells/{key}.png"), "status": "ok",
+                "z_index": z, "seed_index": s, "params": params(level.prompt, None, s as u64)}),
             );
         }
     }
-    let controls: Vec<Value> = control
-        .iter()
-        .enumerate()
-        .map(|(s, image)| {
-            let key = format!("c{s}");
-            image.save(root.join(format!("cells/{key}.png"))).unwrap();
-            json!({"key": key, "image": format!("cells/{key}.png"), "status": "ok", "z_index": 0,
-                   "seed_index": s, "params": params("photo of sks woman", None, s as u64)})
-        })
-        .collect();
-    let labels: Vec<String> = (1..=cells.len()).map(|e| format!("sks-{e:06}")).collect();
+    let labels: Vec<String> = (1..=epochs).map(|e| format!("sks-{e:06}")).collect();
+    let prompts: Vec<&str> = levels.iter().map(|l| l.prompt).collect();
+    let z = (levels.len() > 1).then(|| {
+        json!({"type": "prompt", "label": "Prompt", "raw": "", "values": prompts, "labels": prompts})
+    });
+    let count = entries.len();
     let manifest = json!({
         "version": 1,
         "model": {"file": "base.safetensors", "sha256": "0", "hash": "0", "name": "base"},
         "axes": {"x": {"type": "epochs", "label": "Epoch", "raw": "epochs", "values": labels, "labels": labels},
                  "y": {"type": "weight", "label": "LoRA weight", "raw": "1", "values": [1.0], "labels": ["1"]},
-                 "z": null},
+                 "z": z},
         "seeds": (0..seeds as u64).collect::<Vec<_>>(),
-        "base": params("photo of sks woman", None, 0),
+        "base": params(levels[0].prompt, None, 0),
         "grids": [],
         "cells": entries,
         "controls": controls,
-        "summary": {"cells": cells.len() * seeds, "ok": cells.len() * seeds, "failed": 0, "missing": 0},
+        "summary": {"cells": count, "ok": count, "failed": 0, "missing": 0},
     });
     std::fs::write(
         root.join("grid.json"),
@@ -138,7 +152,12 @@ fn pick_chooses_the_held_out_epoch_and_names_the_others_reasons() {
     ];
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    write_run(&run, &cells, &take(&strangers, n));
+    let level = Level {
+        prompt: "photo of sks woman",
+        cells,
+        control: take(&strangers, n),
+    };
+    write_run(&run, &[level]);
     let reference_dir = Path::new(PEOPLE).join("reference");
     let (code, json, stderr) = pick(&run, &["--reference", reference_dir.to_str().unwrap()]);
     assert_eq!(code, 0, "{json:#}\n{stderr}");
@@ -233,7 +252,7 @@ fn pick_chooses_the_held_out_epoch_and_names_the_others_reasons() {
     let stranger = &strangers[0];
     for s in 0..n {
         stranger
-            .save(run.join(format!("cells/e2s{s}.png")))
+            .save(run.join(format!("cells/z0e2s{s}.png")))
             .unwrap();
     }
     let (code, replaced, _) = pick(&run, &[]);
@@ -246,13 +265,12 @@ fn no_cell_passing_exits_3_with_the_reasons() {
     let strangers = load(&photos("strangers"));
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let cells = vec![
-        strangers.clone(),
-        strangers.clone(),
-        strangers.clone(),
-        strangers.clone(),
-    ];
-    write_run(&run, &cells, &[]);
+    let level = Level {
+        prompt: "photo of sks woman",
+        cells: vec![strangers.clone(); 4],
+        control: Vec::new(),
+    };
+    write_run(&run, &[level]);
     let reference_dir = Path::new(PEOPLE).join("reference");
     let (code, json, _) = pick(&run, &["--reference", reference_dir.to_str().unwrap()]);
     assert_eq!(code, 3, "{json:#}");
@@ -262,4 +280,53 @@ fn no_cell_passing_exits_3_with_the_reasons() {
         first.starts_with("no pick: no cell passes every gate; failed hit rate in 4 of 4 cells"),
         "{first}"
     );
+}
+
+#[test]
+fn prompts_without_the_trigger_measure_the_side_effect_and_leave_identity_alone() {
+    let heldout = load(&photos("heldout"));
+    let strangers = load(&photos("strangers"));
+    let n = heldout.len();
+    let control = take(&strangers, n);
+    // Epoch 1 leaves prompts without the trigger alone (its images equal the control); epoch 2 draws the person
+    // whatever the prompt (leaks).
+    let asking = Level {
+        prompt: "photo of sks woman",
+        cells: vec![heldout.clone(), heldout.clone()],
+        control: control.clone(),
+    };
+    let other = Level {
+        prompt: "photo of a woman in a park",
+        cells: vec![control.clone(), heldout.clone()],
+        control: control.clone(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    write_run(&run, &[asking, other]);
+    let reference_dir = Path::new(PEOPLE).join("reference");
+    let (code, json, stderr) = pick(
+        &run,
+        &[
+            "--reference",
+            reference_dir.to_str().unwrap(),
+            "--trigger",
+            "sks",
+        ],
+    );
+    assert_eq!(code, 0, "{json:#}\n{stderr}");
+    let scores: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("scores.json")).unwrap()).unwrap();
+    assert_eq!(scores["trigger"], "sks");
+    let (clean, leaky) = (&scores["cells"][0], &scores["cells"][1]);
+    for cell in [clean, leaky] {
+        assert_eq!(
+            cell["hit_rate"], 1.0,
+            "only prompts with the trigger count: {cell:#}"
+        );
+        assert_eq!(cell["images"].as_array().unwrap().len(), 2 * n);
+    }
+    assert_eq!(clean["leak_rate"], 0.0);
+    assert!(clean["side_effect"].as_f64().unwrap() < 1e-6, "{clean:#}");
+    assert_eq!(leaky["leak_rate"], 1.0);
+    assert!(leaky["side_effect"].as_f64().unwrap() > 0.3, "{leaky:#}");
 }

@@ -18,6 +18,8 @@ fn image(hit: bool, copy: Option<&str>) -> ImageScoreEntry {
         seed: 1,
         z_index: 0,
         prompt: "photo of sks".into(),
+        asks_for_person: true,
+        control_change: None,
         n_faces: 1,
         distance: Some(if hit { 0.4 } else { 0.75 }),
         likeness: None,
@@ -56,6 +58,8 @@ fn cell(epoch: u32, weight: f64, likeness: f32, hits: usize) -> CellScore {
         diversity: Some(0.5),
         pose_spread: Some(0.1),
         health: HEALTHY,
+        side_effect: None,
+        leak_rate: None,
         images,
     }
 }
@@ -85,6 +89,7 @@ fn table(cells: Vec<CellScore>) -> ScoreTable {
         cells,
         x_axis: "epoch".into(),
         y_axis: Some("weight".into()),
+        trigger: None,
     }
 }
 

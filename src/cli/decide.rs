@@ -50,6 +50,10 @@ pub struct DecisionArgs {
     /// Likeness 0 when the run has no control faces: the distance between two different people.
     #[arg(long, default_value_t = 0.8)]
     stranger_distance: f32,
+    /// The word that makes a prompt ask for the person; prompts without it test the LoRA's side effect.
+    /// Default: the name of kohya's NN_name reference folder, when the cell prompts use it.
+    #[arg(long)]
+    trigger: Option<String>,
 }
 
 impl DecisionArgs {
@@ -70,6 +74,7 @@ impl DecisionArgs {
             copy_factor: self.copy_factor,
             copy_correlation: self.copy_correlation,
             default_stranger_distance: self.stranger_distance,
+            trigger: self.trigger.clone(),
             ..ScoreSettings::default()
         }
     }

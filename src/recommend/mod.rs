@@ -166,6 +166,12 @@ fn achievement(cell: &CellScore) -> String {
     if let Some(f) = cell.flexibility {
         text += &format!(", flexibility {f:.2}");
     }
+    if let (Some(change), Some(leak)) = (cell.side_effect, cell.leak_rate) {
+        text += &format!(
+            "; prompts without the trigger changed by {change:.2}, the person in {:.0}% of them",
+            leak * 100.0
+        );
+    }
     text
 }
 

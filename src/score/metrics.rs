@@ -11,7 +11,7 @@ use crate::face::reference::{euclidean, leave_one_out_distances};
 use crate::face::Point;
 
 /// Settings of the formulas (the CLI's flags; defaults in [`ScoreSettings::default`]).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ScoreSettings {
     /// dlib's same-person distance.
     pub threshold: f32,
@@ -24,6 +24,8 @@ pub struct ScoreSettings {
     pub copy_correlation: f32,
     /// Two reference photos closer than this are duplicates.
     pub duplicate_distance: f32,
+    /// The word that makes a prompt ask for the person (None: derived from the reference folders).
+    pub trigger: Option<String>,
 }
 
 impl Default for ScoreSettings {
@@ -34,6 +36,7 @@ impl Default for ScoreSettings {
             copy_factor: 0.5,
             copy_correlation: 0.92,
             duplicate_distance: 0.12,
+            trigger: None,
         }
     }
 }
@@ -45,6 +48,10 @@ pub struct ImageInput {
     pub seed: u64,
     pub z_index: usize,
     pub prompt: String,
+    /// The prompt names the person; images that do not are the side-effect test.
+    pub asks_for_person: bool,
+    /// Thumbnail of the control image of the same seed and prompt, when there is one.
+    pub control_thumbnail: Option<Vec<u8>>,
     pub record: Result<ImageRecord, String>,
 }
 
@@ -279,7 +286,8 @@ pub struct CellMeta {
     pub failed: usize,
 }
 
-/// Scores a cell's images.
+/// Scores a cell's images: identity, hits, copies and flexibility over the images that ask for the person,
+/// the side effect over the others.
 pub fn score_cell(
     meta: CellMeta,
     images: &[ImageInput],
@@ -290,18 +298,21 @@ pub fn score_cell(
         .iter()
         .map(|i| score_image(i, reference, baselines))
         .collect();
+    let asking: Vec<&ImageScoreEntry> = entries.iter().filter(|e| e.asks_for_person).collect();
     let records: Vec<&ImageRecord> = images
         .iter()
+        .filter(|i| i.asks_for_person)
         .filter_map(|i| i.record.as_ref().ok())
         .collect();
-    let distances: Vec<f32> = entries.iter().filter_map(|e| e.distance).collect();
-    let likenesses: Vec<f32> = entries.iter().filter_map(|e| e.likeness).collect();
-    let share = |count: usize| match entries.len() {
+    let distances: Vec<f32> = asking.iter().filter_map(|e| e.distance).collect();
+    let likenesses: Vec<f32> = asking.iter().filter_map(|e| e.likeness).collect();
+    let share = |count: usize| match asking.len() {
         0 => 0.0,
         n => count as f32 / n as f32,
     };
     let diversity = diversity(&records);
     let pose_spread = pose_spread(&records);
+    let (side_effect, leak_rate) = side_effect(&entries);
     CellScore {
         label: meta.label,
         file: meta.file,
@@ -315,14 +326,30 @@ pub fn score_cell(
         faces: distances.len(),
         distance: mean(&distances),
         likeness: mean(&likenesses),
-        hit_rate: share(entries.iter().filter(|e| e.hit).count()),
-        copy_rate: share(entries.iter().filter(|e| e.copy.is_some()).count()),
+        hit_rate: share(asking.iter().filter(|e| e.hit).count()),
+        copy_rate: share(asking.iter().filter(|e| e.copy.is_some()).count()),
         flexibility: flexibility(diversity, pose_spread, baselines),
         diversity,
         pose_spread,
         health: mean_stats(&records),
+        side_effect,
+        leak_rate,
         images: entries,
     }
+}
+
+/// (mean change against the control, share showing the person) over the images that do not ask for the person.
+fn side_effect(entries: &[ImageScoreEntry]) -> (Option<f32>, Option<f32>) {
+    let others: Vec<&ImageScoreEntry> = entries
+        .iter()
+        .filter(|e| !e.asks_for_person && e.error.is_none())
+        .collect();
+    if others.is_empty() {
+        return (None, None);
+    }
+    let changes: Vec<f32> = others.iter().filter_map(|e| e.control_change).collect();
+    let leaks = others.iter().filter(|e| e.hit).count();
+    (mean(&changes), Some(leaks as f32 / others.len() as f32))
 }
 
 fn score_image(
@@ -335,6 +362,8 @@ fn score_image(
         seed: input.seed,
         z_index: input.z_index,
         prompt: input.prompt.clone(),
+        asks_for_person: input.asks_for_person,
+        control_change: None,
         n_faces: 0,
         distance: None,
         likeness: None,
@@ -354,6 +383,11 @@ fn score_image(
     };
     entry.n_faces = record.n_faces;
     entry.stats = record.stats;
+    let thumbnail = record.thumbnail_levels();
+    entry.control_change = input
+        .control_thumbnail
+        .as_ref()
+        .map(|control| 1.0 - correlation(control, &thumbnail));
     if let Some(face) = &record.face {
         let descriptor = face.descriptor();
         let distance = reference.distance(&descriptor);
@@ -372,7 +406,7 @@ fn score_image(
         entry.nearest_distance = Some(nearest_distance);
     }
     if entry.copy.is_none() {
-        let pixels = reference.most_correlated(&record.thumbnail_levels());
+        let pixels = reference.most_correlated(&thumbnail);
         if let Some((path, value)) = pixels.filter(|p| p.1 >= baselines.copy_correlation) {
             entry.copy = Some(CopyEntry {
                 reference: path,

@@ -84,6 +84,8 @@ struct PlannedImage {
     seed: u64,
     z_index: usize,
     prompt: String,
+    /// Key of the control image of the same seed and prompt.
+    control: Option<String>,
 }
 
 impl ScoreJob {
@@ -180,13 +182,14 @@ impl ScoreJob {
             }
             .into());
         };
-        let inputs_of = |images: &[PlannedImage]| -> Vec<ImageInput> {
+        let trigger = settings.trigger.clone().or_else(|| self.folder_trigger());
+        let inputs_of = |images: &[PlannedImage], trigger: Option<&str>| -> Vec<ImageInput> {
             images
                 .iter()
-                .map(|i| self.image_input(i, records))
+                .map(|i| self.image_input(i, records, trigger))
                 .collect()
         };
-        let control_inputs = inputs_of(&self.controls);
+        let control_inputs = inputs_of(&self.controls, None);
         let baselines = baselines(&reference, &control_inputs, settings);
         let control = (!control_inputs.is_empty()).then(|| {
             let meta = CellMeta {
@@ -202,7 +205,7 @@ impl ScoreJob {
             .map(|g| {
                 score_cell(
                     g.meta.clone(),
-                    &inputs_of(&g.images),
+                    &inputs_of(&g.images, trigger.as_deref()),
                     &reference,
                     &baselines,
                 )
@@ -217,13 +220,35 @@ impl ScoreJob {
             cells,
             x_axis: axes.x.label.clone(),
             y_axis: axes.y.as_ref().map(|y| y.label.clone()),
+            trigger,
         })
+    }
+
+    /// The name of kohya's `NN_name` folder holding the reference photos (its first word), when some cell prompt
+    /// uses it: then prompts without it are the side-effect test.
+    fn folder_trigger(&self) -> Option<String> {
+        let name = self.reference_paths.iter().find_map(|path| {
+            let folder = path.parent()?.file_name()?.to_str()?;
+            let (repeats, name) = folder.split_once('_')?;
+            let word = name.split_whitespace().next()?;
+            repeats
+                .chars()
+                .all(|c| c.is_ascii_digit())
+                .then(|| word.to_string())
+        })?;
+        let used = self
+            .manifest
+            .cells
+            .iter()
+            .any(|c| names_person(&c.params.prompt, Some(&name)));
+        used.then_some(name)
     }
 
     fn image_input(
         &self,
         image: &PlannedImage,
         records: &BTreeMap<PathBuf, Result<ImageRecord, FaceError>>,
+        trigger: Option<&str>,
     ) -> ImageInput {
         let record = match records.get(&self.run.join(&image.image)) {
             Some(Ok(record)) => Ok(record.clone()),
@@ -235,9 +260,30 @@ impl ScoreJob {
             seed: image.seed,
             z_index: image.z_index,
             prompt: image.prompt.clone(),
+            asks_for_person: names_person(&image.prompt, trigger),
+            control_thumbnail: image.control.as_ref().and_then(|key| {
+                let path = self.run.join(format!("cells/{key}.png"));
+                records
+                    .get(&path)?
+                    .as_ref()
+                    .ok()
+                    .map(|r| r.thumbnail_levels())
+            }),
             record,
         }
     }
+}
+
+/// The prompt (without its `<lora:…>` tags) holds `trigger` as a word, case-insensitively; always true without
+/// a trigger.
+pub fn names_person(prompt: &str, trigger: Option<&str>) -> bool {
+    let Some(trigger) = trigger else {
+        return true;
+    };
+    let text = crate::grid::plan::control_prompt(prompt).to_lowercase();
+    let trigger = trigger.to_lowercase();
+    text.split(|c: char| !c.is_alphanumeric() && c != '_')
+        .any(|word| word == trigger)
 }
 
 /// The cell's image path relative to the run folder (`cells/<key>.png`).
@@ -299,6 +345,7 @@ fn control_images(run: &Path, manifest: &Manifest) -> Vec<PlannedImage> {
             seed: params.seed,
             z_index,
             prompt: params.prompt.clone(),
+            control: None,
         })
         .filter(|i| run.join(&i.image).is_file())
         .collect()
@@ -310,6 +357,7 @@ fn planned(cell: &CellEntry, image: String) -> PlannedImage {
         seed: cell.params.seed,
         z_index: cell.z_index,
         prompt: cell.params.prompt.clone(),
+        control: cell.control.clone(),
     }
 }
 
@@ -365,5 +413,22 @@ fn cell_meta(manifest: &Manifest, cell: &CellEntry, subject: usize) -> CellMeta 
         x_index: cell.x_index,
         y_index: cell.y_index,
         ..CellMeta::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trigger_words_are_matched_as_words_outside_lora_tags() {
+        assert!(names_person("photo of sks woman", None));
+        assert!(names_person("photo of SKS, smiling", Some("sks")));
+        assert!(!names_person(
+            "photo of a woman <lora:sks-000002:0.8>",
+            Some("sks")
+        ));
+        assert!(!names_person("photo of sksx woman", Some("sks")));
+        assert!(names_person("(sks:1.2) portrait", Some("sks")));
     }
 }

@@ -20,6 +20,14 @@ pub struct ScoreTable {
     /// A1111 axis labels of the run's X and Y axes (`X Type`), for placing cells.
     pub x_axis: String,
     pub y_axis: Option<String>,
+    /// The word that makes a prompt ask for the person (`--trigger`, or the name of kohya's `NN_name` reference
+    /// folder when cell prompts use it); None: every prompt asks for the person.
+    #[serde(default)]
+    pub trigger: Option<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The reference (training) photos and what the dataset check found in them.
@@ -105,6 +113,13 @@ pub struct CellScore {
     pub pose_spread: Option<f32>,
     /// Mean pixel statistics.
     pub health: PixelStats,
+    /// Images whose prompt lacks the trigger word: how much the LoRA changed them (mean 1 − thumbnail
+    /// correlation with the control image of the same seed and prompt), and the share showing the person.
+    /// None when the cell has no such image. Identity, hit rate, copies and flexibility use the other images.
+    #[serde(default)]
+    pub side_effect: Option<f32>,
+    #[serde(default)]
+    pub leak_rate: Option<f32>,
 }
 
 /// One image of a cell.
@@ -115,6 +130,12 @@ pub struct ImageScoreEntry {
     pub seed: u64,
     pub z_index: usize,
     pub prompt: String,
+    /// The prompt names the person (holds the trigger word, or no trigger is known).
+    #[serde(default = "yes")]
+    pub asks_for_person: bool,
+    /// 1 − thumbnail correlation with the control image of the same seed and prompt.
+    #[serde(default)]
+    pub control_change: Option<f32>,
     /// Faces detected (0: counted as a miss).
     pub n_faces: usize,
     pub distance: Option<f32>,
