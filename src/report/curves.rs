@@ -1,0 +1,250 @@
+//! Likeness and health against the epoch, one line per weight (inline SVG line charts). The epoch axis is the
+//! grid's X axis unless only its Y axis holds epochs; each value of the other axis is one line.
+
+use super::html::{escape, truncate};
+use super::layout::Layout;
+use crate::grid::manifest::Manifest;
+use crate::score::table::{Baselines, CellScore};
+
+const W: f32 = 300.0;
+const H: f32 = 190.0;
+const LEFT: f32 = 42.0;
+const RIGHT: f32 = 12.0;
+const TOP: f32 = 10.0;
+const BOTTOM: f32 = 30.0;
+
+/// Line colours (Tableau 10).
+pub const PALETTE: [&str; 10] = [
+    "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
+    "#9c755f", "#bab0ac",
+];
+
+/// One plotted metric.
+struct Metric {
+    title: &'static str,
+    value: fn(&CellScore) -> Option<f32>,
+    /// The healthy level, drawn dashed.
+    baseline: Option<f32>,
+    /// Smallest range of the value axis.
+    range: (f32, f32),
+    digits: usize,
+}
+
+/// The values of one metric: `lines[series][column]`.
+struct Plot<'a> {
+    metric: &'a Metric,
+    columns: &'a [String],
+    /// The name of the column axis (`Epoch`).
+    column_title: &'a str,
+    lines: Vec<Vec<Option<f32>>>,
+}
+
+/// The chart block: likeness, clipped pixels, saturation and noise against the epoch, with a shared legend.
+pub fn curves(layout: &Layout, manifest: &Manifest, baselines: &Baselines) -> String {
+    let epoch_on_y = manifest.axes.y.as_ref().is_some_and(|y| y.kind == "epochs")
+        && manifest.axes.x.kind != "epochs";
+    let (columns, series, column_axis, series_axis) = if epoch_on_y {
+        let y = manifest.axes.y.as_ref();
+        (&layout.y_short, &layout.x_short, y, Some(&manifest.axes.x))
+    } else {
+        let y = manifest.axes.y.as_ref();
+        (&layout.x_short, &layout.y_short, Some(&manifest.axes.x), y)
+    };
+    let column_title = column_axis.map_or("", |a| a.label.as_str());
+    let value_at = |column: usize, line: usize| {
+        let (x, y) = if epoch_on_y {
+            (line, column)
+        } else {
+            (column, line)
+        };
+        layout.at(x, y).and_then(|p| p.score)
+    };
+    let column_labels: Vec<String> = (0..columns.len())
+        .map(|c| {
+            column_label(
+                &columns[c],
+                (0..series.len()).filter_map(|s| value_at(c, s)),
+            )
+        })
+        .collect();
+    let mut out = String::from("<div class=\"charts\">\n");
+    for metric in metrics(baselines) {
+        let lines = (0..series.len())
+            .map(|s| {
+                (0..columns.len())
+                    .map(|c| value_at(c, s).and_then(metric.value))
+                    .collect()
+            })
+            .collect();
+        let plot = Plot {
+            metric: &metric,
+            columns: &column_labels,
+            column_title,
+            lines,
+        };
+        out += &format!(
+            "<figure class=\"chart\"><figcaption>{}</figcaption>{}</figure>\n",
+            metric.title,
+            chart(&plot)
+        );
+    }
+    out += "</div>\n";
+    out + &legend(series, series_axis.map(|a| a.label.as_str()))
+}
+
+fn metrics(baselines: &Baselines) -> [Metric; 4] {
+    let base = &baselines.health;
+    [
+        Metric {
+            title: "Likeness (1 = training photos)",
+            value: |c| c.likeness,
+            baseline: None,
+            range: (0.0, 1.0),
+            digits: 1,
+        },
+        Metric {
+            title: "Clipped pixels (%)",
+            value: |c| Some(c.health.clipped * 100.0),
+            baseline: Some(base.clipped * 100.0),
+            range: (0.0, 1.0),
+            digits: 0,
+        },
+        Metric {
+            title: "Saturation",
+            value: |c| Some(c.health.saturation),
+            baseline: Some(base.saturation),
+            range: (0.0, 0.1),
+            digits: 2,
+        },
+        Metric {
+            title: "High-frequency noise",
+            value: |c| Some(c.health.high_freq),
+            baseline: Some(base.high_freq),
+            range: (0.0, 1.0),
+            digits: 0,
+        },
+    ]
+}
+
+/// The epoch number when every scored cell of the column has the same one, else the axis label.
+fn column_label<'a>(label: &str, mut cells: impl Iterator<Item = &'a CellScore>) -> String {
+    let first = cells.next().and_then(|c| c.epoch);
+    match first {
+        Some(epoch) if cells.all(|c| c.epoch == Some(epoch)) => epoch.to_string(),
+        _ => truncate(label, 8),
+    }
+}
+
+fn chart(plot: &Plot) -> String {
+    let (lo, hi) = value_range(plot);
+    let x_of = |c: usize| {
+        let n = plot.columns.len().max(1) as f32;
+        LEFT + (W - LEFT - RIGHT) * (c as f32 + 0.5) / n
+    };
+    let y_of = |v: f32| TOP + (H - TOP - BOTTOM) * (1.0 - (v - lo) / (hi - lo));
+    let mut svg = format!(
+        "<svg class=\"chart-svg\" viewBox=\"0 0 {W} {H}\" role=\"img\" aria-label=\"{}\">\n",
+        escape(plot.metric.title)
+    );
+    svg += &value_axis(plot.metric.digits, (lo, hi), &y_of);
+    svg += &column_axis(plot.columns, plot.column_title, &x_of);
+    if let Some(base) = plot.metric.baseline {
+        svg += &baseline(y_of(base));
+    }
+    for (index, line) in plot.lines.iter().enumerate() {
+        svg += &polyline(line, PALETTE[index % PALETTE.len()], &x_of, &y_of);
+    }
+    svg + "</svg>"
+}
+
+fn value_range(plot: &Plot) -> (f32, f32) {
+    let values = plot.lines.iter().flatten().flatten().copied();
+    let values = values.chain(plot.metric.baseline);
+    let (lo, hi) = values.fold(plot.metric.range, |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let pad = if hi > plot.metric.range.1 {
+        (hi - lo) * 0.1
+    } else {
+        0.0
+    };
+    (lo, hi + pad)
+}
+
+fn value_axis(digits: usize, (lo, hi): (f32, f32), y_of: &dyn Fn(f32) -> f32) -> String {
+    let mut out = String::new();
+    for i in 0..=4 {
+        let value = lo + (hi - lo) * i as f32 / 4.0;
+        let y = y_of(value);
+        out += &format!(
+            "<line class=\"grid-line\" x1=\"{LEFT}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\"/><text class=\"tick\" x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{value:.digits$}</text>\n",
+            W - RIGHT,
+            LEFT - 5.0,
+            y + 3.5
+        );
+    }
+    out
+}
+
+fn column_axis(columns: &[String], title: &str, x_of: &dyn Fn(usize) -> f32) -> String {
+    let mut out = String::new();
+    for (c, label) in columns.iter().enumerate() {
+        out += &format!(
+            "<text class=\"tick\" x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
+            x_of(c),
+            H - BOTTOM + 14.0,
+            escape(label)
+        );
+    }
+    out + &format!(
+        "<text class=\"tick\" x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
+        LEFT + (W - LEFT - RIGHT) / 2.0,
+        H - 3.0,
+        escape(title)
+    )
+}
+
+fn baseline(y: f32) -> String {
+    format!(
+        "<line class=\"baseline\" x1=\"{LEFT}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\"/><text class=\"tick base\" x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">base model</text>\n",
+        W - RIGHT,
+        W - RIGHT - 2.0,
+        y - 3.0
+    )
+}
+
+/// A line through the present values (a gap where a value is missing) with a dot at each.
+fn polyline(
+    values: &[Option<f32>],
+    colour: &str,
+    x_of: &dyn Fn(usize) -> f32,
+    y_of: &dyn Fn(f32) -> f32,
+) -> String {
+    let mut path = String::new();
+    let mut dots = String::new();
+    let mut previous = false;
+    for (c, value) in values.iter().enumerate() {
+        let Some(v) = value else {
+            previous = false;
+            continue;
+        };
+        let (x, y) = (x_of(c), y_of(*v));
+        path += &format!("{}{x:.1},{y:.1} ", if previous { "L" } else { "M" });
+        dots += &format!("<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"3\" fill=\"{colour}\"/>");
+        previous = true;
+    }
+    format!("<path class=\"series\" d=\"{path}\" stroke=\"{colour}\"/>{dots}\n")
+}
+
+fn legend(series: &[String], title: Option<&str>) -> String {
+    let mut out = String::from("<ul class=\"legend\">");
+    if let Some(title) = title {
+        out += &format!("<li class=\"legend-title\">{}:</li>", escape(title));
+    }
+    for (index, name) in series.iter().enumerate() {
+        out += &format!(
+            "<li><span class=\"swatch\" style=\"background:{}\"></span>{}</li>",
+            PALETTE[index % PALETTE.len()],
+            escape(name)
+        );
+    }
+    out + "<li><span class=\"swatch dashed\"></span>base model</li></ul>\n"
+}
