@@ -186,6 +186,25 @@ fn infotext_comes_from_the_png() {
 }
 
 #[test]
+fn images_without_the_trigger_word_are_marked() {
+    let (_dir, mut run) = sample(&small());
+    run.scores.trigger = Some("sks".to_string());
+    let cell = &mut run.scores.cells[0];
+    cell.side_effect = Some(0.12);
+    cell.leak_rate = Some(1.0);
+    let image = &mut cell.images[0];
+    image.asks_for_person = false;
+    image.control_change = Some(0.12);
+    image.hit = true;
+    let html = render(&run.input(true));
+    assert!(html.contains("trigger word <code>sks</code>"));
+    let detail = block(&html, "details");
+    assert!(detail.contains("⚠ the person, unasked"));
+    assert!(detail.contains("changed this image by 0.12"));
+    assert!(detail.contains("<dt>Person without trigger</dt><dd>100%</dd>"));
+}
+
+#[test]
 fn page_references_nothing_on_the_network() {
     let (_dir, run) = sample(&small());
     let html = render(&run.input(true));

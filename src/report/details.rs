@@ -97,10 +97,10 @@ fn metrics(page: &Page, score: Option<&CellScore>) -> String {
         .scores
         .map(|t| t.baselines.health)
         .unwrap_or_default();
-    let hits = s.images.iter().filter(|i| i.hit).count();
-    let items = [
+    let (hits, asking) = person_hits(s);
+    let mut items = vec![
         ("Likeness", number(s.likeness, 2)),
-        ("The person in", format!("{hits}/{} images", s.images.len())),
+        ("The person in", format!("{hits}/{asking} images")),
         ("Faces found", format!("{}/{}", s.faces, s.images.len())),
         ("Copy rate", percent(s.copy_rate)),
         ("Flexibility", number(s.flexibility, 2)),
@@ -121,6 +121,10 @@ fn metrics(page: &Page, score: Option<&CellScore>) -> String {
             format!("{:.1} (base {:.1})", s.health.high_freq, base.high_freq),
         ),
     ];
+    if let (Some(change), Some(leak)) = (s.side_effect, s.leak_rate) {
+        items.push(("Change without trigger", format!("{change:.2}")));
+        items.push(("Person without trigger", percent(leak)));
+    }
     let cells: Vec<String> = items
         .iter()
         .map(|(k, v)| format!("<div><dt>{k}</dt><dd>{v}</dd></div>"))
@@ -128,16 +132,37 @@ fn metrics(page: &Page, score: Option<&CellScore>) -> String {
     format!("<dl class=\"metrics\">{}</dl>\n", cells.concat())
 }
 
+/// Images showing the person among those whose prompt asks for them, and how many ask.
+pub fn person_hits(score: &CellScore) -> (usize, usize) {
+    let asking = score.images.iter().filter(|i| i.asks_for_person);
+    let hits = asking.clone().filter(|i| i.hit).count();
+    (hits, asking.count())
+}
+
 fn shot(page: &Page, shot: &Shot, label: &str) -> String {
     let score = page.layout.image_scores.get(shot.image).copied();
-    format!(
-        "<div class=\"shot\">\n<figure>{}<figcaption>seed {}</figcaption></figure>\n{}<div class=\"shot-info\">{}{}</div>\n</div>\n",
+    let image = format!(
+        "<figure>{}<figcaption>seed {}</figcaption></figure>\n",
         shot.thumb(page, true, label),
-        shot.params.seed,
-        nearest(page, score),
-        facts(score),
-        infotext(page, shot)
-    )
+        shot.params.seed
+    );
+    let info = |facts: String| {
+        format!(
+            "<div class=\"shot-info\">{facts}{}</div>",
+            infotext(page, shot)
+        )
+    };
+    match page.input.scores {
+        Some(_) => format!(
+            "<div class=\"shot\">\n{image}{}{}\n</div>\n",
+            nearest(page, score),
+            info(facts(score))
+        ),
+        None => format!(
+            "<div class=\"shot single\">\n{image}{}\n</div>\n",
+            info(String::new())
+        ),
+    }
 }
 
 fn nearest(page: &Page, score: Option<&ImageScoreEntry>) -> String {
@@ -171,20 +196,20 @@ fn facts(score: Option<&ImageScoreEntry>) -> String {
     let Some(s) = score else {
         return "<p class=\"hint\">Not scored.</p>".to_string();
     };
-    let mut out = String::from("<p class=\"facts\">");
-    out += &match (s.error.as_deref(), s.n_faces, s.hit) {
-        (Some(e), _, _) => format!("<span class=\"bad\">unreadable: {}</span>", escape(e)),
-        (None, 0, _) => "<span class=\"bad\">✕ no face found</span>".to_string(),
-        (None, _, true) => "<span class=\"good\">✓ the person</span>".to_string(),
-        (None, _, false) => "<span class=\"bad\">✕ not the person</span>".to_string(),
-    };
-    out += &format!(
-        " · likeness {} · distance {} · {} face{}</p>",
+    let mut out = format!(
+        "<p class=\"facts\">{} · likeness {} · distance {} · {} face{}</p>",
+        verdict_of(s),
         number(s.likeness, 2),
         number(s.distance, 3),
         s.n_faces,
         if s.n_faces == 1 { "" } else { "s" }
     );
+    if !s.asks_for_person {
+        out += &format!(
+            "<p class=\"hint\">The prompt lacks the trigger word: the LoRA changed this image by {} against the base model's.</p>",
+            number(s.control_change, 2)
+        );
+    }
     if let Some(copy) = &s.copy {
         out += &format!(
             "<p class=\"warn\">⚠ near-copy of {} ({} {:.3})</p>",
@@ -194,6 +219,21 @@ fn facts(score: Option<&ImageScoreEntry>) -> String {
         );
     }
     out
+}
+
+/// Whether the image shows the person (a leak when its prompt does not ask for them).
+fn verdict_of(s: &ImageScoreEntry) -> String {
+    match (s.error.as_deref(), s.n_faces, s.hit, s.asks_for_person) {
+        (Some(e), _, _, _) => format!("<span class=\"bad\">unreadable: {}</span>", escape(e)),
+        (None, 0, _, true) => "<span class=\"bad\">✕ no face found</span>".to_string(),
+        (None, 0, _, false) => "<span class=\"good\">no face</span>".to_string(),
+        (None, _, true, true) => "<span class=\"good\">✓ the person</span>".to_string(),
+        (None, _, false, true) => "<span class=\"bad\">✕ not the person</span>".to_string(),
+        (None, _, true, false) => "<span class=\"bad\">⚠ the person, unasked</span>".to_string(),
+        (None, _, false, false) => {
+            "<span class=\"good\">not the person (not asked)</span>".to_string()
+        }
+    }
 }
 
 fn infotext(page: &Page, shot: &Shot) -> String {

@@ -151,7 +151,7 @@ fn badge(position: &Position) -> String {
             position.cells.len()
         );
     };
-    let hits = score.images.iter().filter(|i| i.hit).count();
+    let (hits, asking) = super::details::person_hits(score);
     let likeness = score
         .likeness
         .map_or("no face".to_string(), |l| format!("{l:.2}"));
@@ -168,7 +168,7 @@ fn badge(position: &Position) -> String {
     format!(
         "<div class=\"badge\">{star}<span class=\"like\">{likeness}</span><span class=\"hits\" title=\"hit rate {}\">{hits}/{}</span>{mark}</div>",
         percent(score.hit_rate),
-        score.images.len()
+        asking
     )
 }
 
@@ -183,8 +183,8 @@ fn control(page: &Page) -> String {
         .scores
         .and_then(|t| t.control.as_ref())
         .map_or(String::new(), |c| {
-            let hits = c.images.iter().filter(|i| i.hit).count();
-            format!(" · the person in {hits}/{} images", c.images.len())
+            let (hits, asking) = super::details::person_hits(c);
+            format!(" · the person in {hits}/{asking} images")
         });
     format!(
         "<div class=\"control\" data-target=\"control\" data-label=\"None\" tabindex=\"0\">{}<div class=\"control-text\"><b>Base model, no LoRA</b>{likeness}<br><span class=\"hint\">the control every likeness is measured against</span></div></div>\n",

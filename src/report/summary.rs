@@ -14,7 +14,7 @@ pub fn header(page: &Page) -> String {
         None => manifest.axes.x.label.clone(),
     };
     format!(
-        "<header class=\"top\">\n<h1>LoRA evaluation <span class=\"run\">{}</span></h1>\n<p class=\"facts\">Model <b>{}</b> <code>{}</code> · {} grid ({} × {}) · {} seed{} · {} images: {} rendered, {} failed, {} missing</p>\n{}</header>\n",
+        "<header class=\"top\">\n<h1>LoRA evaluation <span class=\"run\">{}</span></h1>\n<p class=\"facts\">Model <b>{}</b> <code>{}</code> · {} grid ({} × {}) · {} seed{} · {} images: {} rendered, {} failed, {} missing{}</p>\n{}</header>\n",
         escape(&page.run_name()),
         escape(&manifest.model.name),
         escape(&manifest.model.hash),
@@ -27,8 +27,16 @@ pub fn header(page: &Page) -> String {
         s.ok,
         s.failed,
         s.missing,
+        trigger(page),
         nav(page)
     )
+}
+
+fn trigger(page: &Page) -> String {
+    match page.input.scores.and_then(|t| t.trigger.as_deref()) {
+        Some(word) => format!(" · trigger word <code>{}</code>", escape(word)),
+        None => String::new(),
+    }
 }
 
 fn nav(page: &Page) -> String {
