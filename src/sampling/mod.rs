@@ -1,8 +1,10 @@
-//! Sampling stage: torch-exact CPU noise, SD1.5 noise schedules, A1111/k-diffusion samplers, PNG infotext output.
+//! Sampling stage: A1111-exact noise, SD1.5 noise schedules, A1111/k-diffusion samplers, PNG infotext output.
 //!
 //! The model-independent pieces the txt2img pipeline calls:
-//! * [`rng`]: `TorchCpuRng` (bit-exact `torch.randn` on a CPU generator) and `ImageRng` (one generator per image,
-//!   as A1111 with "RNG source: CPU").
+//! * [`rng`]: A1111's three RNG sources (`RngSource`): `TorchCpuRng` (bit-exact `torch.randn` on a CPU generator,
+//!   "CPU"), `PhiloxRng` (A1111's NV generator, the numbers an NVIDIA GPU draws: "GPU" and "NV"), and `ImageRng`
+//!   (one generator per image, re-seeded with the eta noise seed delta after the first draw, as A1111's
+//!   `ImageRNG`).
 //! * [`schedule`]: the SD1.5 discrete schedule (alphas_cumprod, sigmas, sigma <-> t) and the sigma schedules
 //!   (Uniform, Karras, Exponential) with A1111's "Schedule type" names.
 //! * [`samplers`]: Euler, Euler a, DPM++ 2M (k-diffusion) and A1111's own DDIM, generic over the model wrappers.
@@ -22,6 +24,8 @@ pub enum SamplingError {
     BadSteps { steps: usize },
     #[error("unknown sampler {name:?}; valid names: {valid}")]
     UnknownSampler { name: String, valid: String },
+    #[error("unknown RNG source {name:?}; valid sources: {valid}")]
+    UnknownRngSource { name: String, valid: String },
     #[error("unknown schedule type {name:?}; valid names: {valid}")]
     UnknownSchedule { name: String, valid: String },
     #[error("schedule type {name:?} is an A1111 schedule this engine does not implement; supported: {supported}")]

@@ -1,7 +1,15 @@
-//! Bit-exact re-implementation of torch's CPU generator and `torch.randn` for float32 (x86-64 AVX2 build).
+//! The noise generators of A1111's three "Random number generator source" settings, bit-exact.
 //!
-//! What torch 2.12 does (ATen `core/MT19937RNGEngine.h`, `CPUGeneratorImpl.cpp`, `core/DistributionsHelper.h`,
-//! `core/TransformationHelper.h`, `native/cpu/DistributionTemplates.h`, `native/cpu/avx_mathfun.h`):
+//! * [`TorchCpuRng`] ("CPU"): torch's CPU generator and `torch.randn` for float32 (x86-64 AVX2 build).
+//! * [`PhiloxRng`] ("NV", and "GPU"): A1111's `modules/rng_philox.py`, its CPU emulation of `torch.randn` on an
+//!   NVIDIA GPU (CUDA's Philox4x32-10). A1111's default source, "GPU", draws on the GPU itself; on NVIDIA cards
+//!   those are the numbers NV reproduces, so loraeval draws both with [`PhiloxRng`].
+//! * [`ImageRng`]: A1111's `ImageRNG`, one generator of the chosen source per image of a batch, re-seeded with
+//!   `seed + ENSD` after the first draw when the eta noise seed delta is not 0.
+//!
+//! What torch 2.12 does for "CPU" (ATen `core/MT19937RNGEngine.h`, `CPUGeneratorImpl.cpp`,
+//! `core/DistributionsHelper.h`, `core/TransformationHelper.h`, `native/cpu/DistributionTemplates.h`,
+//! `native/cpu/avx_mathfun.h`):
 //! * `manual_seed(s)` seeds a standard MT19937 with the low 32 bits of `s` and clears the cached normal sample.
 //! * `randn(n)` with `n >= 16` (contiguous f32): fill `n` float uniforms `(u32 & 0xFFFFFF) * 2^-24`, then Box-Muller
 //!   in place per block of 16 (pairs `j`, `j + 8`) with AVX2 Cephes polynomials (`log256_ps`, `sincos256_ps`);
@@ -12,7 +20,11 @@
 //! The AVX2 polynomials are ported operation by operation, including the multiply-adds the C++ compiler contracts
 //! into FMA (checked against torch output in `tests/sampling_rng.rs`).
 //!
-//! [`ImageRng`] is A1111's `ImageRNG` with "RNG source: CPU": one generator per image of a batch.
+//! What A1111's NV generator does (`rng_philox.py`): element `i` of the `k`-th `randn` call of a generator seeded
+//! with `s` is Philox4x32-10 with key `(low 32 bits of s, high 32 bits of s)` and counter `(k, 0, i, 0)`; its first
+//! two outputs `x`, `y` give `sqrt(-2 ln u) sin v` with `u = x c + c/2`, `v = y c' + c'/2` (`c`, `c'` the float32
+//! constants 2^-32 and 2π·2^-32), computed in float64 and rounded to float32. Checked against A1111's code in
+//! `tests/sampling_nv_rng.rs` (fixtures from `scripts/make_nv_rng_fixtures.py`).
 
 use candle_core::{Device, Tensor};
 
@@ -139,18 +151,191 @@ impl TorchCpuRng {
     }
 }
 
-/// A1111 `modules/rng.py` `ImageRNG` with "RNG source: CPU": image `i` of a batch owns a generator seeded with
-/// its own seed (A1111 uses `seed + i`); every draw (initial noise, then one per ancestral step) is one
-/// `randn(shape)` per image, stacked into `[batch, channels, height, width]`.
+/// A1111's "Random number generator source" (`opts.randn_source`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum RngSource {
+    /// "GPU", A1111's default: `torch.randn` on the GPU. On an NVIDIA GPU that is CUDA's Philox, drawn here with
+    /// A1111's NV algorithm (same numbers); the infotext has no `RNG` field.
+    #[default]
+    Gpu,
+    /// "CPU": torch's CPU generator; infotext `RNG: CPU`.
+    Cpu,
+    /// "NV": A1111's CPU emulation of the NVIDIA generator; infotext `RNG: NV`.
+    Nv,
+}
+
+impl RngSource {
+    pub const ALL: [RngSource; 3] = [RngSource::Gpu, RngSource::Cpu, RngSource::Nv];
+
+    /// Case-insensitive `gpu`, `cpu` or `nv` (A1111 writes "GPU", "CPU", "NV"); anything else is an error listing
+    /// the three.
+    pub fn parse(text: &str) -> Result<RngSource, SamplingError> {
+        let wanted = text.trim().to_lowercase();
+        Self::ALL
+            .into_iter()
+            .find(|source| source.name() == wanted)
+            .ok_or_else(|| SamplingError::UnknownRngSource {
+                name: text.to_string(),
+                valid: Self::ALL.map(RngSource::name).join(", "),
+            })
+    }
+
+    /// Our name: `gpu`, `cpu`, `nv`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RngSource::Gpu => "gpu",
+            RngSource::Cpu => "cpu",
+            RngSource::Nv => "nv",
+        }
+    }
+
+    /// A1111's value of the setting: "GPU", "CPU", "NV".
+    pub fn a1111_name(self) -> &'static str {
+        match self {
+            RngSource::Gpu => "GPU",
+            RngSource::Cpu => "CPU",
+            RngSource::Nv => "NV",
+        }
+    }
+
+    /// The infotext's `RNG` value: A1111 1.10 `create_infotext` writes `opts.randn_source` unless it is "GPU".
+    pub fn infotext_value(self) -> Option<&'static str> {
+        match self {
+            RngSource::Gpu => None,
+            other => Some(other.a1111_name()),
+        }
+    }
+
+    /// The source an infotext's `RNG` value names; no field means "GPU".
+    pub fn from_infotext(value: Option<&str>) -> Result<RngSource, SamplingError> {
+        value.map_or(Ok(RngSource::Gpu), RngSource::parse)
+    }
+}
+
+const PHILOX_M: [u32; 2] = [0xD251_1F53, 0xCD9E_8D57];
+const PHILOX_W: [u32; 2] = [0x9E37_79B9, 0xBB67_AE85];
+
+/// A1111's NV generator (`modules/rng_philox.py` `Generator`): the numbers `torch.randn` draws on an NVIDIA GPU.
+/// Each `randn` call uses the next counter offset, whatever its length.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PhiloxRng {
+    seed: u64,
+    offset: u32,
+}
+
+impl PhiloxRng {
+    /// `Generator(seed)`: the whole 64-bit seed is the Philox key.
+    pub fn new(seed: u64) -> Self {
+        PhiloxRng { seed, offset: 0 }
+    }
+
+    /// A generator whose next call uses counter offset `offset` (one call per offset).
+    pub fn with_offset(seed: u64, offset: u32) -> Self {
+        PhiloxRng { seed, offset }
+    }
+
+    /// The counter offset of the next call (the number of calls so far).
+    pub fn offset(&self) -> u32 {
+        self.offset
+    }
+
+    /// `randn(shape)` for `n` values (at most 2^32, the counter's index word).
+    pub fn randn(&mut self, n: usize) -> Vec<f32> {
+        let key = [self.seed as u32, (self.seed >> 32) as u32];
+        let offset = self.offset;
+        self.offset = self.offset.wrapping_add(1);
+        (0..n)
+            .map(|index| {
+                let out = philox4x32_10([offset, 0, index as u32, 0], key);
+                box_muller_first(out[0], out[1])
+            })
+            .collect()
+    }
+}
+
+/// Philox4x32 with 10 rounds, the key bumped by the Weyl constants between rounds.
+fn philox4x32_10(mut counter: [u32; 4], mut key: [u32; 2]) -> [u32; 4] {
+    for round in 0..10 {
+        if round > 0 {
+            key[0] = key[0].wrapping_add(PHILOX_W[0]);
+            key[1] = key[1].wrapping_add(PHILOX_W[1]);
+        }
+        let product0 = u64::from(counter[0]) * u64::from(PHILOX_M[0]);
+        let product2 = u64::from(counter[2]) * u64::from(PHILOX_M[1]);
+        counter = [
+            (product2 >> 32) as u32 ^ counter[1] ^ key[0],
+            product2 as u32,
+            (product0 >> 32) as u32 ^ counter[3] ^ key[1],
+            product0 as u32,
+        ];
+    }
+    counter
+}
+
+/// `rng_philox.box_muller`: the sine half of Box-Muller on two raw outputs, as numpy evaluates it (the uint32
+/// times the float32 constant promotes to float64; products and sums rounded one by one).
+fn box_muller_first(x: u32, y: u32) -> f32 {
+    let scale = 2.328_306_4e-10_f64 as f32;
+    let scale_2pi = (2.328_306_4e-10_f64 * 6.283_185_5_f64) as f32;
+    let u = f64::from(x) * f64::from(scale) + f64::from(scale / 2.0);
+    let v = f64::from(y) * f64::from(scale_2pi) + f64::from(scale_2pi / 2.0);
+    let radius = (-2.0 * u.ln()).sqrt();
+    (radius * v.sin()) as f32
+}
+
+/// One image's generator of a given source.
+#[derive(Clone, Debug)]
+pub enum NoiseGenerator {
+    TorchCpu(TorchCpuRng),
+    Philox(PhiloxRng),
+}
+
+impl NoiseGenerator {
+    /// A1111 `rng.create_generator(seed)` for `source`.
+    pub fn new(source: RngSource, seed: u64) -> Self {
+        match source {
+            RngSource::Cpu => NoiseGenerator::TorchCpu(TorchCpuRng::new(seed)),
+            RngSource::Gpu | RngSource::Nv => NoiseGenerator::Philox(PhiloxRng::new(seed)),
+        }
+    }
+
+    /// The next `randn` of `n` values.
+    pub fn randn(&mut self, n: usize) -> Vec<f32> {
+        match self {
+            NoiseGenerator::TorchCpu(generator) => generator.randn(n),
+            NoiseGenerator::Philox(generator) => generator.randn(n),
+        }
+    }
+}
+
+/// A1111 `modules/rng.py` `ImageRNG`: image `i` of a batch owns a generator of the chosen source seeded with its
+/// own seed (A1111 uses `seed + i`); every draw (initial noise, then one per ancestral step) is one
+/// `randn(shape)` per image, stacked into `[batch, channels, height, width]`. After the first draw, a non-zero
+/// eta noise seed delta (ENSD) replaces every generator with a fresh one seeded `seed + ENSD`.
 #[derive(Clone, Debug)]
 pub struct ImageRng {
-    generators: Vec<TorchCpuRng>,
+    source: RngSource,
+    seeds: Vec<u64>,
+    generators: Vec<NoiseGenerator>,
     shape: [usize; 3],
+    eta_noise_seed_delta: u64,
+    first_drawn: bool,
 }
 
 impl ImageRng {
-    /// One generator per seed; `shape` is one image's latent shape `[channels, height, width]`.
+    /// torch CPU generators (source "CPU"), no ENSD: `ImageRng::with_source(RngSource::Cpu, seeds, shape, 0)`.
     pub fn new(seeds: &[u64], shape: [usize; 3]) -> Result<Self, SamplingError> {
+        Self::with_source(RngSource::Cpu, seeds, shape, 0)
+    }
+
+    /// One generator of `source` per seed; `shape` is one image's latent shape `[channels, height, width]`;
+    /// `eta_noise_seed_delta` is A1111's ENSD setting (0: off). `seed + ENSD` wraps at 2^64.
+    pub fn with_source(
+        source: RngSource,
+        seeds: &[u64],
+        shape: [usize; 3],
+        eta_noise_seed_delta: u64,
+    ) -> Result<Self, SamplingError> {
         if seeds.is_empty() {
             return Err(SamplingError::NoSeeds);
         }
@@ -161,8 +346,15 @@ impl ImageRng {
             });
         }
         Ok(ImageRng {
-            generators: seeds.iter().map(|&seed| TorchCpuRng::new(seed)).collect(),
+            source,
+            seeds: seeds.to_vec(),
+            generators: seeds
+                .iter()
+                .map(|&seed| NoiseGenerator::new(source, seed))
+                .collect(),
             shape,
+            eta_noise_seed_delta,
+            first_drawn: false,
         })
     }
 
@@ -171,6 +363,10 @@ impl ImageRng {
         (0..batch as u64)
             .map(|i| first_seed.wrapping_add(i))
             .collect()
+    }
+
+    pub fn source(&self) -> RngSource {
+        self.source
     }
 
     pub fn batch_size(&self) -> usize {
@@ -193,6 +389,17 @@ impl ImageRng {
         let mut values = Vec::with_capacity(per_image * self.generators.len());
         for generator in &mut self.generators {
             values.extend(generator.randn(per_image));
+        }
+        if !self.first_drawn {
+            self.first_drawn = true;
+            if self.eta_noise_seed_delta != 0 {
+                let delta = self.eta_noise_seed_delta;
+                self.generators = self
+                    .seeds
+                    .iter()
+                    .map(|seed| NoiseGenerator::new(self.source, seed.wrapping_add(delta)))
+                    .collect();
+            }
         }
         values
     }
