@@ -63,6 +63,8 @@ fn writes_png_with_a1111_infotext_and_prints_path_and_seed() {
             "blurry",
             "--sampler",
             "Euler a",
+            "--rng",
+            "cpu",
         ],
     );
     assert!(
@@ -182,4 +184,78 @@ fn other_model_families_are_refused_with_what_they_look_like() {
     let sdxl = write_file(folder.path(), "sdxl.safetensors", &bytes);
     let stderr = expect_failure(&sdxl, &[]);
     assert!(stderr.contains("SDXL"), "{stderr}");
+}
+
+/// The `parameters` text and pixels of a generated PNG.
+fn read_png(path: &Path) -> (String, Vec<u8>) {
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+    let reader = decoder.read_info().unwrap();
+    let text = reader
+        .info()
+        .uncompressed_latin1_text
+        .iter()
+        .find(|chunk| chunk.keyword == "parameters")
+        .map(|chunk| chunk.text.clone())
+        .unwrap();
+    (text, image::open(path).unwrap().to_rgb8().into_raw())
+}
+
+/// Generates one image with `extra` flags and returns its infotext's parameter line and its pixels.
+fn render_with(folder: &Path, name: &str, extra: &[&str]) -> (String, Vec<u8>) {
+    let out = folder.join(name);
+    let output = generate(&tiny_model(), &out, &[&["--seed", "5"], extra].concat());
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (text, pixels) = read_png(&out);
+    (text.lines().last().unwrap().to_string(), pixels)
+}
+
+#[test]
+fn rng_sources_and_ensd_render_and_write_infotext_as_a1111() {
+    let folder = tempfile::tempdir().unwrap();
+    let dir = folder.path();
+    let euler_a = ["--sampler", "euler_a"];
+    let (gpu_line, gpu) = render_with(dir, "gpu.png", &euler_a);
+    let (explicit_line, explicit) =
+        render_with(dir, "gpu2.png", &[&euler_a[..], &["--rng", "GPU"]].concat());
+    let (nv_line, nv) = render_with(dir, "nv.png", &[&euler_a[..], &["--rng", "nv"]].concat());
+    let (cpu_line, cpu) = render_with(dir, "cpu.png", &[&euler_a[..], &["--rng", "cpu"]].concat());
+    // The default is A1111's: GPU, no RNG field; NV draws the same numbers and says so.
+    assert!(
+        !gpu_line.contains("RNG") && !gpu_line.contains("ENSD"),
+        "{gpu_line}"
+    );
+    assert_eq!((explicit_line, explicit), (gpu_line.clone(), gpu.clone()));
+    assert_eq!(nv, gpu);
+    assert_eq!(nv_line, format!("{gpu_line}, RNG: NV"));
+    assert!(cpu_line.ends_with(", RNG: CPU"), "{cpu_line}");
+    assert_ne!(cpu, gpu);
+    // ENSD changes an ancestral sampler's image and is written before RNG.
+    let (ensd_line, ensd) = render_with(
+        dir,
+        "ensd.png",
+        &[&euler_a[..], &["--rng", "nv", "--ensd", "31337"]].concat(),
+    );
+    assert!(ensd_line.ends_with(", ENSD: 31337, RNG: NV"), "{ensd_line}");
+    assert_ne!(ensd, nv);
+    // A sampler without ancestral noise: same image, no ENSD field (A1111 writes it only for samplers using it).
+    let (euler_line, euler) = render_with(dir, "euler.png", &["--sampler", "euler"]);
+    let (euler_ensd_line, euler_ensd) = render_with(
+        dir,
+        "euler-ensd.png",
+        &["--sampler", "euler", "--ensd", "31337"],
+    );
+    assert_eq!((euler_ensd_line, euler_ensd), (euler_line, euler));
+}
+
+#[test]
+fn unknown_rng_source_lists_the_three() {
+    let stderr = expect_failure(&tiny_model(), &["--rng", "cuda"]);
+    assert!(
+        stderr.contains("cuda") && stderr.contains("gpu, cpu, nv"),
+        "{stderr}"
+    );
 }

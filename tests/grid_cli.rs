@@ -491,3 +491,119 @@ fn no_control_skips_the_control() {
         stderr(&with)
     );
 }
+
+/// (RNG source label, cell image path) of every cell of a run with an RNG source axis on X.
+fn rng_cells(out: &Path) -> Vec<(String, PathBuf)> {
+    let manifest = manifest(out);
+    let labels = manifest["axes"]["x"]["labels"].as_array().unwrap().clone();
+    manifest["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let x = c["x_index"].as_u64().unwrap() as usize;
+            (
+                labels[x].as_str().unwrap().to_string(),
+                out.join(c["image"].as_str().unwrap()),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn rng_source_axis_and_settings_reach_every_cell() {
+    let folder = tempfile::tempdir().unwrap();
+    let out = folder.path().join("run");
+    let output = grid(
+        &out,
+        &[
+            "--x",
+            "rng:gpu,cpu,nv",
+            "--sampler",
+            "euler_a",
+            "--steps",
+            "2",
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let manifest = manifest(&out);
+    assert_eq!(manifest["axes"]["x"]["type"], "rng");
+    assert_eq!(manifest["axes"]["x"]["label"], "RNG source");
+    assert_eq!(
+        manifest["axes"]["x"]["values"],
+        serde_json::json!(["gpu", "cpu", "nv"])
+    );
+    let cells = rng_cells(&out);
+    let labels: Vec<&str> = cells.iter().map(|(l, _)| l.as_str()).collect();
+    assert_eq!(
+        labels,
+        vec!["RNG source: GPU", "RNG source: CPU", "RNG source: NV"]
+    );
+    let image = |i: usize| image::open(&cells[i].1).unwrap().to_rgb8();
+    let text = |i: usize| png_text(&cells[i].1);
+    // GPU and NV draw the same numbers but are separate cells; CPU draws others.
+    assert_ne!(cells[0].1, cells[2].1);
+    assert!(image(0) == image(2), "GPU and NV cells differ");
+    assert!(image(0) != image(1), "GPU and CPU cells are equal");
+    assert!(!text(0).contains("RNG"), "{}", text(0));
+    assert!(text(1).ends_with("RNG: CPU"), "{}", text(1));
+    assert!(text(2).ends_with("RNG: NV"), "{}", text(2));
+    let grid_text = png_text(&out.join("grid.png"));
+    assert!(
+        grid_text.contains("X Type: RNG source") && grid_text.contains("X Values: \"gpu,cpu,nv\""),
+        "{grid_text}"
+    );
+
+    // `rng:` and `ensd:` in a spec; a cell equals generate's image with the same flags, infotext included.
+    let spec = folder.path().join("noise.yaml");
+    std::fs::write(&spec, "x: steps:2\nrng: cpu\nensd: 31337\n").unwrap();
+    let spec_out = folder.path().join("spec-run");
+    let output = grid(
+        &spec_out,
+        &["--spec", spec.to_str().unwrap(), "--sampler", "euler_a"],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let cell = spec_out.join(manifest_cell_image(&spec_out));
+    assert!(
+        png_text(&cell).ends_with("ENSD: 31337, RNG: CPU"),
+        "{}",
+        png_text(&cell)
+    );
+    let single = folder.path().join("single.png");
+    let generated = Command::new(env!("CARGO_BIN_EXE_loraeval"))
+        .arg("generate")
+        .arg("--model")
+        .arg(tiny_model())
+        .args(["--prompt", "a photo of sks woman", "--negative", "blurry"])
+        .args(["--seed", "7", "--steps", "2", "--sampler", "euler_a"])
+        .args([
+            "--width", "64", "--height", "64", "--rng", "cpu", "--ensd", "31337",
+        ])
+        .arg("--out")
+        .arg(&single)
+        .output()
+        .unwrap();
+    assert!(generated.status.success(), "{}", stderr(&generated));
+    assert!(image::open(&cell).unwrap().to_rgb8() == image::open(&single).unwrap().to_rgb8());
+    assert_eq!(png_text(&cell), png_text(&single));
+
+    let bad = folder.path().join("bad-rng.yaml");
+    std::fs::write(&bad, "x: steps:2\nrng: cuda\n").unwrap();
+    let output = grid(
+        &folder.path().join("bad"),
+        &["--spec", bad.to_str().unwrap()],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("gpu, cpu, nv"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+fn manifest_cell_image(out: &Path) -> String {
+    manifest(out)["cells"][0]["image"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}

@@ -10,6 +10,7 @@ use loraeval::grid::lora_tag::LoraTarget;
 use loraeval::grid::manifest::Manifest;
 use loraeval::grid::plan::{CellRequest, GridPlan, ModelInfo, PlanInput, Settings, Shard};
 use loraeval::grid::run::{execute, read_manifest, RunFolder, RunOptions};
+use loraeval::sampling::rng::RngSource;
 use loraeval::sampling::samplers::SamplerName;
 
 fn plan() -> GridPlan {
@@ -25,6 +26,8 @@ fn plan() -> GridPlan {
             width: 32,
             height: 48,
             clip_skip: 1,
+            rng: RngSource::Gpu,
+            ensd: 0,
         },
         x: axis("prompt-sr:red,blue,green"),
         y: Some(axis("seed:1,2")),
@@ -62,6 +65,8 @@ fn settings(prompt: &str) -> Settings {
         width: 32,
         height: 48,
         clip_skip: 1,
+        rng: RngSource::Gpu,
+        ensd: 0,
     }
 }
 

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use loraeval::lora::library::{resolve_prompt_tags, LoraCache};
 use loraeval::lora::{LoraFile, LoraLibrary, LoraMode, LoraUse};
+use loraeval::sampling::rng::RngSource;
 use loraeval::sampling::samplers::SamplerName;
 use loraeval::sampling::txt2img::{StableDiffusion, Txt2ImgRequest};
 use serde::Deserialize;
@@ -61,6 +62,8 @@ fn request(case: &Case, prompt: &str, batch: usize) -> Txt2ImgRequest {
         height: case.height,
         clip_skip: 1,
         batch,
+        rng: RngSource::Cpu,
+        ensd: 0,
     }
 }
 
@@ -301,6 +304,8 @@ fn shared_fixture_lora_matches_when_available() {
                     height: case["h"].as_u64().expect("h") as usize,
                     clip_skip: 1,
                     batch: 1,
+                    rng: RngSource::Cpu,
+                    ensd: 0,
                 };
                 let image = &render(&applied, &request)[0];
                 assert_close(&format!("shared {layout} {mode:?}"), image, &reference);

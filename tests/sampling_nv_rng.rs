@@ -1,7 +1,9 @@
 //! Parity of `PhiloxRng` and of `ImageRng` (all three sources, with and without ENSD) with A1111's own code
 //! (fixtures from scripts/make_nv_rng_fixtures.py: `modules/rng_philox.py` and `modules/rng.py` `ImageRNG`).
 
+use loraeval::sampling::png_info::parse_infotext;
 use loraeval::sampling::rng::{ImageRng, NoiseGenerator, PhiloxRng, RngSource, TorchCpuRng};
+use loraeval::sampling::SamplingError;
 use serde_json::Value;
 
 fn fixture() -> Value {
@@ -177,4 +179,36 @@ fn ensd_reseeds_every_image_after_the_first_draw() {
     let mut legacy = ImageRng::new(&[10], shape).unwrap();
     let mut generator = NoiseGenerator::new(RngSource::Cpu, 10);
     assert_eq!(legacy.next_noise_vec(), generator.randn(per_image));
+}
+
+#[test]
+fn sources_parse_name_their_infotext_field_and_read_back() {
+    assert_eq!(RngSource::default(), RngSource::Gpu);
+    for (text, source) in [
+        ("gpu", RngSource::Gpu),
+        ("GPU", RngSource::Gpu),
+        ("cpu", RngSource::Cpu),
+        (" NV ", RngSource::Nv),
+    ] {
+        assert_eq!(RngSource::parse(text).unwrap(), source);
+    }
+    let error = RngSource::parse("cuda").unwrap_err();
+    assert!(matches!(error, SamplingError::UnknownRngSource { .. }));
+    assert_eq!(
+        error.to_string(),
+        "unknown RNG source \"cuda\"; valid sources: gpu, cpu, nv"
+    );
+    assert_eq!(RngSource::Gpu.infotext_value(), None);
+    assert_eq!(RngSource::Cpu.infotext_value(), Some("CPU"));
+    assert_eq!(RngSource::Nv.infotext_value(), Some("NV"));
+    let line = "Steps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 512x512";
+    let gpu = parse_infotext(&format!("a cat\n{line}")).unwrap();
+    assert_eq!(gpu.rng_source().unwrap(), RngSource::Gpu);
+    assert_eq!(gpu.eta_noise_seed_delta(), 0);
+    let nv = parse_infotext(&format!("a cat\n{line}, ENSD: 31337, RNG: NV")).unwrap();
+    assert_eq!(nv.rng_source().unwrap(), RngSource::Nv);
+    assert_eq!(nv.eta_noise_seed_delta(), 31337);
+    assert!(nv.extra.is_empty(), "{:?}", nv.extra);
+    let cpu = parse_infotext(&format!("a cat\n{line}, RNG: CPU")).unwrap();
+    assert_eq!(cpu.rng_source().unwrap(), RngSource::Cpu);
 }

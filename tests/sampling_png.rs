@@ -49,6 +49,7 @@ fn params_from(c: &Value) -> GenerationParams {
         model_hash: opt_string(&c["model_hash"]),
         model_name: opt_string(&c["model_name"]),
         clip_skip: c["clip_skip"].as_u64().unwrap() as u32,
+        ensd: c["ensd"].as_u64(),
         rng: opt_string(&c["rng"]),
         lora_hashes: pairs(&c["lora_hashes"]),
         extra: pairs(&c["extra"]),

@@ -4,6 +4,7 @@ use super::progress::step_bar;
 use crate::lora::library::resolve_prompt_tags;
 use crate::lora::{parse_lora_spec, LoraFile, LoraLibrary, LoraMode, LoraUse};
 use crate::sampling::png_info::write_png_atomic;
+use crate::sampling::rng::RngSource;
 use crate::sampling::samplers::SamplerName;
 use crate::sampling::txt2img::{StableDiffusion, Txt2ImgRequest};
 use anyhow::{bail, Context, Result};
@@ -63,6 +64,19 @@ pub struct GenerateArgs {
     /// How LoRAs are applied: merged into the weights, or unmerged adapters (same image; for testing).
     #[arg(long, default_value = "merged", value_parser = ["merged", "unmerged"])]
     lora_mode: String,
+    /// Random number generator source, as A1111's setting: gpu (A1111's default: the numbers an NVIDIA GPU draws;
+    /// PNG Info has no "RNG" field), cpu (torch's CPU generator; "RNG: CPU") or nv (A1111's NV; "RNG: NV").
+    #[arg(long, default_value = "gpu", value_parser = parse_rng_source)]
+    rng: RngSource,
+    /// Eta noise seed delta (A1111's ENSD setting; PNG Info "ENSD: N"): after the initial noise, image i's
+    /// generator is re-seeded with seed + i + ENSD (changes Euler a's images). 0 = off.
+    #[arg(long, default_value_t = 0)]
+    ensd: u64,
+}
+
+/// `--rng` values: gpu, cpu, nv (any case); the error lists them.
+pub(super) fn parse_rng_source(text: &str) -> Result<RngSource, String> {
+    RngSource::parse(text).map_err(|e| e.to_string())
 }
 
 /// Python `str(float)`-like text of a multiplier for a prompt tag.
@@ -229,6 +243,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         height: args.height,
         clip_skip: args.clip_skip,
         batch: args.batch,
+        rng: args.rng,
+        ensd: args.ensd,
     };
     request.validate()?;
     let paths = output_paths(&args.out, args.batch);

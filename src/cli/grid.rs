@@ -28,6 +28,7 @@ use crate::grid::values::parse_int_values;
 use crate::grid::GridError;
 use crate::lora::library::{resolve_prompt_tags, LoraCache};
 use crate::lora::LoraMode;
+use crate::sampling::rng::RngSource;
 use crate::sampling::samplers::SamplerName;
 use crate::sampling::txt2img::{PipelineError, StableDiffusion, Txt2ImgRequest};
 use crate::text::extra_networks::extract_extra_networks;
@@ -49,7 +50,8 @@ pub struct GridArgs {
     #[arg(long)]
     lora_name: Option<String>,
     /// X axis: `epochs`, a LoRA weight list `0.4,0.6,0.8,1.0`, or <type>:<values> with type weight, prompt-sr,
-    /// seed, steps, cfg, sampler, clip-skip, width, height (A1111 syntax: `1-5`, `1-5 (+2)`, `1-10 [5]`, quotes).
+    /// seed, steps, cfg, sampler, clip-skip, width, height, rng (A1111 syntax: `1-5`, `1-5 (+2)`, `1-10 [5]`,
+    /// quotes).
     #[arg(long, allow_hyphen_values = true)]
     x: Option<String>,
     /// Y axis (same syntax as --x).
@@ -91,6 +93,12 @@ pub struct GridArgs {
     /// CLIP skip [default: 1].
     #[arg(long)]
     clip_skip: Option<usize>,
+    /// RNG source: gpu (A1111's default: the numbers an NVIDIA GPU draws), cpu or nv [default: gpu].
+    #[arg(long, value_parser = super::generate::parse_rng_source)]
+    rng: Option<RngSource>,
+    /// Eta noise seed delta (A1111's ENSD setting) [default: 0].
+    #[arg(long)]
+    ensd: Option<u64>,
     /// Run folder: cells/, grid.json, grid*.png. Running again resumes and extends it.
     #[arg(long)]
     out: PathBuf,
@@ -695,6 +703,11 @@ fn base_settings(args: &GridArgs, spec: &GridSpec, prompt: String, seed: u64) ->
         .clone()
         .or(spec.sampler.clone())
         .unwrap_or_else(|| "dpmpp_2m_karras".into());
+    let rng = match (args.rng, &spec.rng) {
+        (Some(source), _) => source,
+        (None, Some(text)) => RngSource::parse(text).context("`rng:` in the grid spec")?,
+        (None, None) => RngSource::default(),
+    };
     Ok(Settings {
         prompt,
         negative: args
@@ -709,6 +722,8 @@ fn base_settings(args: &GridArgs, spec: &GridSpec, prompt: String, seed: u64) ->
         width: args.width.or(spec.width).unwrap_or(512),
         height: args.height.or(spec.height).unwrap_or(512),
         clip_skip: args.clip_skip.or(spec.clip_skip).unwrap_or(1),
+        rng,
+        ensd: args.ensd.or(spec.ensd).unwrap_or(0),
     })
 }
 

@@ -29,7 +29,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Render txt2img images from an SD1.5 checkpoint exactly as AUTOMATIC1111 would (CPU RNG source).
+    /// Render txt2img images from an SD1.5 checkpoint exactly as AUTOMATIC1111 would (any of its RNG sources).
     Generate(Box<generate::GenerateArgs>),
     /// Time one UNet step (CFG batch 2), one VAE decode and one text encode at real SD1.5 shapes.
     Bench(bench::BenchArgs),

@@ -6,6 +6,7 @@ use super::lora_tag::{set_lora_tag, LoraTarget};
 use super::plan::Settings;
 use super::values::{float_label, parse_float_values, parse_int_values, split_csv, ValueError};
 use super::GridError;
+use crate::sampling::rng::RngSource;
 use crate::sampling::samplers::SamplerName;
 
 /// What an axis varies.
@@ -24,13 +25,15 @@ pub enum AxisKind {
     ClipSkip,
     Width,
     Height,
+    /// A1111's "RNG source": GPU, CPU, NV.
+    Rng,
     /// Entries of a prompt set (prompt and negative), from a YAML file.
     Prompt,
 }
 
 impl AxisKind {
     /// Every kind a user can write on the command line.
-    pub const WRITABLE: [AxisKind; 10] = [
+    pub const WRITABLE: [AxisKind; 11] = [
         AxisKind::Epochs,
         AxisKind::LoraWeight,
         AxisKind::PromptSr,
@@ -41,6 +44,7 @@ impl AxisKind {
         AxisKind::ClipSkip,
         AxisKind::Width,
         AxisKind::Height,
+        AxisKind::Rng,
     ];
 
     /// The name used in `--x <name>:…`, specs and `grid.json`.
@@ -56,6 +60,7 @@ impl AxisKind {
             AxisKind::ClipSkip => "clip-skip",
             AxisKind::Width => "width",
             AxisKind::Height => "height",
+            AxisKind::Rng => "rng",
             AxisKind::Prompt => "prompt",
         }
     }
@@ -73,6 +78,7 @@ impl AxisKind {
             AxisKind::ClipSkip => "Clip skip",
             AxisKind::Width => "Width",
             AxisKind::Height => "Height",
+            AxisKind::Rng => "RNG source",
             AxisKind::Prompt => "Prompt",
         }
     }
@@ -91,6 +97,7 @@ impl AxisKind {
             "clip-skip" => AxisKind::ClipSkip,
             "width" => AxisKind::Width,
             "height" => AxisKind::Height,
+            "rng" | "rng-source" | "rng source" => AxisKind::Rng,
             _ => return None,
         };
         Some(kind)
@@ -155,6 +162,7 @@ pub enum AxisValue {
     ClipSkip(usize),
     Width(usize),
     Height(usize),
+    Rng(RngSource),
     Prompt(PromptEntry),
 }
 
@@ -227,6 +235,7 @@ impl Axis {
             | AxisValue::Width(n)
             | AxisValue::Height(n) => json!(n),
             AxisValue::Sampler(s) => json!(s.name()),
+            AxisValue::Rng(source) => json!(source.name()),
             AxisValue::Prompt(entry) => json!(entry.name),
         }
     }
@@ -263,6 +272,7 @@ fn parse_values(spec: &AxisSpec, run: Option<&LoraRun>) -> Result<Vec<AxisValue>
             .map(AxisValue::Replace)
             .collect(),
         AxisKind::Sampler => sampler_values(&spec.values)?,
+        AxisKind::Rng => rng_values(&spec.values)?,
         AxisKind::Seed => seed_values(ints()?)?,
         AxisKind::Steps => map_ints(ints()?, positive, AxisValue::Steps)?,
         AxisKind::ClipSkip => map_ints(ints()?, positive, AxisValue::ClipSkip)?,
@@ -312,6 +322,18 @@ fn sampler_values(text: &str) -> Result<Vec<AxisValue>, GridError> {
         .collect()
 }
 
+fn rng_values(text: &str) -> Result<Vec<AxisValue>, GridError> {
+    split_csv(text)
+        .into_iter()
+        .filter(|v| !v.is_empty())
+        .map(|v| {
+            RngSource::parse(&v)
+                .map(AxisValue::Rng)
+                .map_err(|e| bad_value(AxisKind::Rng, &v, e.to_string()))
+        })
+        .collect()
+}
+
 fn epoch_values(spec: &AxisSpec, run: Option<&LoraRun>) -> Result<Vec<AxisValue>, GridError> {
     let Some(run) = run else {
         return Err(GridError::BadAxis {
@@ -343,7 +365,7 @@ fn epoch_values(spec: &AxisSpec, run: Option<&LoraRun>) -> Result<Vec<AxisValue>
         .collect()
 }
 
-/// A1111's `format_value_add_label` (`"Seed: 42"`, `"CFG Scale: 7.0"`), bare values for Prompt S/R and Sampler
+/// A1111's `format_value_add_label` (`"Seed: 42"`, `"CFG Scale: 7.0"`, `"RNG source: NV"`), bare values for Prompt S/R and Sampler
 /// (`format_value`), "epoch 3 (600 steps)" for epoch files.
 fn label(spec: &AxisSpec, value: &AxisValue) -> String {
     let prefixed = |text: String| format!("{}: {text}", spec.kind.a1111_label());
@@ -357,6 +379,7 @@ fn label(spec: &AxisSpec, value: &AxisValue) -> String {
         | AxisValue::Width(n)
         | AxisValue::Height(n) => prefixed(n.to_string()),
         AxisValue::Sampler(s) => s.display_name().to_string(),
+        AxisValue::Rng(source) => prefixed(source.a1111_name().to_string()),
         AxisValue::Prompt(entry) => entry.name.clone(),
     }
 }
@@ -386,6 +409,7 @@ pub fn apply(
         AxisValue::ClipSkip(clip_skip) => settings.clip_skip = *clip_skip,
         AxisValue::Width(width) => settings.width = *width,
         AxisValue::Height(height) => settings.height = *height,
+        AxisValue::Rng(source) => settings.rng = *source,
         AxisValue::Prompt(entry) => {
             settings.prompt = entry.prompt.clone();
             settings.negative = entry.negative.clone();
@@ -439,6 +463,8 @@ mod tests {
             width: 512,
             height: 512,
             clip_skip: 1,
+            rng: RngSource::Gpu,
+            ensd: 0,
         }
     }
 
@@ -472,6 +498,30 @@ mod tests {
         );
         let sr = axis(r#"prompt-sr:smiling,"laughing, eyes closed""#);
         assert_eq!(sr.labels, vec!["smiling", "laughing, eyes closed"]);
+    }
+
+    #[test]
+    fn rng_axis_sets_the_source_with_a1111_labels() {
+        let rng = axis("rng:GPU,cpu,Nv");
+        assert_eq!(rng.kind, AxisKind::Rng);
+        assert_eq!(
+            rng.labels,
+            vec!["RNG source: GPU", "RNG source: CPU", "RNG source: NV"]
+        );
+        assert_eq!(rng.json_value(2), serde_json::json!("nv"));
+        let mut cell = settings("photo", "");
+        apply(&rng.values[1], &rng, &mut cell, None).unwrap();
+        assert_eq!(cell.rng, RngSource::Cpu);
+        assert_eq!(
+            AxisSpec::parse("rng-source:nv").unwrap().kind,
+            AxisKind::Rng
+        );
+        let bad = Axis::resolve(&AxisSpec::parse("rng:cuda").unwrap(), None).unwrap_err();
+        let message = bad.to_string();
+        assert!(
+            message.starts_with("RNG source value \"cuda\"") && message.contains("gpu, cpu, nv"),
+            "{message}"
+        );
     }
 
     #[test]

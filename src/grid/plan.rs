@@ -19,6 +19,7 @@ use super::epochs::LoraLibrary;
 use super::lora_tag::{set_lora_tag, LoraTarget};
 use super::GridError;
 use crate::lora::library::is_lora_kind;
+use crate::sampling::rng::RngSource;
 use crate::sampling::samplers::SamplerName;
 use crate::sampling::txt2img::Txt2ImgRequest;
 use crate::text::extra_networks::{
@@ -40,6 +41,10 @@ pub struct Settings {
     pub width: usize,
     pub height: usize,
     pub clip_skip: usize,
+    /// A1111's RNG source.
+    pub rng: RngSource,
+    /// A1111's eta noise seed delta (0 = off).
+    pub ensd: u64,
 }
 
 impl Settings {
@@ -56,6 +61,8 @@ impl Settings {
             height: self.height,
             clip_skip: self.clip_skip,
             batch: 1,
+            rng: self.rng,
+            ensd: self.ensd,
         }
     }
 }
@@ -402,6 +409,8 @@ pub fn cell_key(model: &ModelInfo, settings: &Settings, loras: &[CellLora]) -> S
         "width": settings.width,
         "height": settings.height,
         "clip_skip": settings.clip_skip,
+        "rng": settings.rng.name(),
+        "ensd": settings.ensd,
         "loras": loras,
     });
     let digest = Sha256::digest(canonical.to_string().as_bytes());
@@ -455,6 +464,8 @@ mod tests {
             width: 64,
             height: 64,
             clip_skip: 1,
+            rng: RngSource::Gpu,
+            ensd: 0,
         }
     }
 
@@ -523,6 +534,28 @@ mod tests {
             cell_key(&other_model, &cell.settings, &cell.loras),
             cell.key
         );
+        // The RNG source and the eta noise seed delta are part of the key.
+        let keys_of = |change: &dyn Fn(&mut Settings)| {
+            let mut settings = cell.settings.clone();
+            change(&mut settings);
+            cell_key(&model(), &settings, &cell.loras)
+        };
+        let cpu = keys_of(&|s| s.rng = RngSource::Cpu);
+        let nv = keys_of(&|s| s.rng = RngSource::Nv);
+        let ensd = keys_of(&|s| s.ensd = 31337);
+        assert_eq!(keys_of(&|_| {}), cell.key);
+        let mut all = vec![cell.key.clone(), cpu, nv, ensd];
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 4);
+    }
+
+    #[test]
+    fn an_rng_axis_gives_each_cell_its_source() {
+        let plan = plan("rng:gpu,cpu,nv", None, vec![3]).unwrap();
+        let sources: Vec<RngSource> = plan.cells.iter().map(|c| c.settings.rng).collect();
+        assert_eq!(sources, vec![RngSource::Gpu, RngSource::Cpu, RngSource::Nv]);
+        assert_eq!(plan.cells[1].settings.to_txt2img().rng, RngSource::Cpu);
     }
 
     #[test]

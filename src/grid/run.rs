@@ -257,7 +257,8 @@ fn generation_params(plan: &GridPlan, cell: &CellRequest) -> GenerationParams {
         model_hash: Some(plan.model.short_hash.clone()),
         model_name: Some(plan.model.name.clone()),
         clip_skip: s.clip_skip as u32,
-        rng: Some("CPU".to_string()),
+        ensd: s.sampler.infotext_ensd(s.ensd),
+        rng: s.rng.infotext_value().map(str::to_string),
         lora_hashes: cell
             .loras
             .iter()

@@ -37,6 +37,10 @@ pub struct GridSpec {
     pub width: Option<usize>,
     pub height: Option<usize>,
     pub clip_skip: Option<usize>,
+    /// RNG source: `gpu` (A1111's default), `cpu` or `nv`.
+    pub rng: Option<String>,
+    /// Eta noise seed delta (A1111's ENSD; 0 = off).
+    pub ensd: Option<u64>,
     pub margin: Option<u32>,
     /// `false` skips the controls (each LoRA cell's settings rendered without LoRAs); `--no-control` does too.
     pub control: Option<bool>,
@@ -135,6 +139,11 @@ mod tests {
         assert_eq!(spec.control, None);
         let off: GridSpec = from_yaml("control: false", Path::new("a.yaml")).unwrap();
         assert_eq!(off.control, Some(false));
+        let noise: GridSpec = from_yaml("rng: cpu\nensd: 31337\n", Path::new("a.yaml")).unwrap();
+        assert_eq!(
+            (noise.rng.as_deref(), noise.ensd),
+            (Some("cpu"), Some(31337))
+        );
     }
 
     #[test]

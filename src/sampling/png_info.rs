@@ -15,6 +15,7 @@ use candle_core::{DType, Tensor};
 use image::RgbImage;
 use regex::Regex;
 
+use super::rng::RngSource;
 use super::SamplingError;
 
 /// The generation parameters A1111 writes into an image's infotext.
@@ -35,7 +36,10 @@ pub struct GenerationParams {
     pub model_name: Option<String>,
     /// Written only when > 1 ("Clip skip: 2").
     pub clip_skip: u32,
-    /// A1111 "RNG" field: written when the RNG source is not the default GPU one; this engine uses "CPU".
+    /// A1111 "ENSD" field (eta noise seed delta): written when it is not 0 and the sampler uses it (see
+    /// `SamplerName::infotext_ensd`).
+    pub ensd: Option<u64>,
+    /// A1111 "RNG" field: "CPU" or "NV"; absent for the default source, "GPU" (see `RngSource::infotext_value`).
     pub rng: Option<String>,
     /// (alias, short hash) of each LoRA; written as `Lora hashes: "alias: hash, alias2: hash2"`.
     pub lora_hashes: Vec<(String, String)>,
@@ -68,6 +72,16 @@ impl GenerationParams {
         python_strip(&format!("{}{negative}\n{parameters}", self.prompt)).to_string()
     }
 
+    /// The RNG source the image was made with: its `RNG` field, or "GPU" when there is none.
+    pub fn rng_source(&self) -> Result<RngSource, SamplingError> {
+        RngSource::from_infotext(self.rng.as_deref())
+    }
+
+    /// The eta noise seed delta the image was made with: its `ENSD` field, or 0 when there is none.
+    pub fn eta_noise_seed_delta(&self) -> u64 {
+        self.ensd.unwrap_or(0)
+    }
+
     fn parameter_pairs(&self) -> Vec<(String, String)> {
         let mut pairs: Vec<(String, String)> = Vec::new();
         let mut push = |key: &str, value: String| pairs.push((key.to_string(), value));
@@ -87,6 +101,9 @@ impl GenerationParams {
         }
         if self.clip_skip > 1 {
             push("Clip skip", self.clip_skip.to_string());
+        }
+        if let Some(ensd) = self.ensd {
+            push("ENSD", ensd.to_string());
         }
         if let Some(rng) = &self.rng {
             push("RNG", rng.clone());
@@ -195,6 +212,7 @@ pub fn parse_infotext(text: &str) -> Result<GenerationParams, SamplingError> {
         model_hash: take("Model hash"),
         model_name: take("Model"),
         clip_skip: clip_skip.map_or(Ok(1), |v| parse_number("Clip skip", &v))?,
+        ensd: take("ENSD").map(|v| parse_number("ENSD", &v)).transpose()?,
         rng: take("RNG"),
         lora_hashes: lora_hashes.unwrap_or_default(),
         version: take("Version"),

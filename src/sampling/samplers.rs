@@ -8,7 +8,7 @@
 //!
 //! Scalar coefficients are computed in f32 like the 0-dim torch tensors of the reference; latents are f32 tensors.
 //! [`sample`] wraps everything A1111's `KDiffusionSampler` / `CompVisSampler` do around a sampler call: schedule
-//! choice, initial noise scaling, per-image RNG.
+//! choice, initial noise scaling, per-image RNG of the chosen source.
 
 use candle_core::Tensor;
 
@@ -110,6 +110,18 @@ impl SamplerName {
             SamplerName::Dpmpp2mKarras => "DPM++ 2M",
             other => other.display_name(),
         }
+    }
+
+    /// Whether A1111 1.10 writes `ENSD` for this sampler (`is_sampler_using_eta_noise_seed_delta`): its config
+    /// has `uses_ensd` (of ours only "Euler a") and its eta is not 0 (`eta_ancestral` is 1 here).
+    pub fn uses_ensd(self) -> bool {
+        self == SamplerName::EulerA
+    }
+
+    /// The infotext's `ENSD` value for eta noise seed delta `ensd`: written when it is not 0 and the sampler uses
+    /// it (A1111 1.10 `create_infotext`).
+    pub fn infotext_ensd(self, ensd: u64) -> Option<u64> {
+        (ensd != 0 && self.uses_ensd()).then_some(ensd)
     }
 
     /// The schedule A1111 1.10 actually uses (`get_sampler_and_scheduler` + `get_sigmas`): a name suffix wins,
@@ -267,7 +279,8 @@ pub fn ancestral_step(sigma_from: f32, sigma_to: f32, eta: f32) -> (f32, f32) {
 }
 
 /// k-diffusion `sample_euler_ancestral`; the fresh noise of each step except the last is the next draw of `rng`
-/// (A1111 routes k-diffusion's `randn_like` to its per-image generators).
+/// (A1111 routes k-diffusion's `randn_like` to its per-image generators, which the eta noise seed delta re-seeded
+/// after the initial noise).
 pub fn sample_euler_ancestral<D: Denoiser + ?Sized>(
     model: &mut D,
     mut x: Tensor,

@@ -15,7 +15,7 @@ use crate::model::clip::ClipTextModel;
 use crate::model::unet::UNet2DConditionModel;
 use crate::model::vae::AutoEncoderKL;
 use crate::sampling::png_info::{latents_to_rgb8, GenerationParams};
-use crate::sampling::rng::ImageRng;
+use crate::sampling::rng::{ImageRng, RngSource};
 use crate::sampling::samplers::{sample, Denoiser, EpsPredictor, SamplerName, SamplerSettings};
 use crate::sampling::schedule::{DiscreteSchedule, ScheduleType};
 use crate::sampling::SamplingError;
@@ -77,6 +77,11 @@ pub struct Txt2ImgRequest {
     pub height: usize,
     pub clip_skip: usize,
     pub batch: usize,
+    /// A1111's "Random number generator source" (default "GPU").
+    pub rng: RngSource,
+    /// A1111's eta noise seed delta ("ENSD"; 0 = off): after the initial noise, image i's generator is re-seeded
+    /// with `seed + i + ensd`.
+    pub ensd: u64,
 }
 
 /// One rendered image and the seed it was rendered with.
@@ -432,7 +437,12 @@ impl StableDiffusion {
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Tensor, PipelineError> {
         let seeds = ImageRng::batch_seeds(request.seed, request.batch);
-        let mut rng = ImageRng::new(&seeds, [4, request.height / 8, request.width / 8])?;
+        let mut rng = ImageRng::with_source(
+            request.rng,
+            &seeds,
+            [4, request.height / 8, request.width / 8],
+            request.ensd,
+        )?;
         let mut model = GuidedUNet::new(self, cond, uncond, request)?;
         let settings = SamplerSettings::new(
             request.sampler,
@@ -467,7 +477,8 @@ impl StableDiffusion {
             model_hash: Some(self.model_hash.clone()),
             model_name: Some(self.model_name.clone()),
             clip_skip: request.clip_skip as u32,
-            rng: Some("CPU".to_string()),
+            ensd: request.sampler.infotext_ensd(request.ensd),
+            rng: request.rng.infotext_value().map(str::to_string),
             lora_hashes: self.infotext_lora_hashes(index),
             extra: Vec::new(),
             version: None,
