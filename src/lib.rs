@@ -13,4 +13,5 @@ pub mod report;
 pub mod sampling;
 pub mod score;
 pub mod text;
+pub mod train;
 pub mod weights;

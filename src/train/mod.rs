@@ -1,0 +1,17 @@
+//! Training, kohya-compatible: what works without gradients.
+//!
+//! * [`dataset`]: a kohya `train_data_dir` (`NN_name` folders, NN = repeats), captions, class tokens,
+//!   regularisation folders, caption shuffling/dropout as kohya does it, tag frequency.
+//! * [`buckets`]: kohya's aspect-ratio buckets (which bucket each image falls into).
+//! * [`plan`]: kohya's step arithmetic (images × repeats, batches per epoch, epochs, total optimization steps,
+//!   saves) and its start-of-run summary; the repeats planner of `loraeval plan`.
+//! * [`pyfmt`]: Python's `str()` and `json.dumps()` of values, as kohya's metadata holds them.
+//! * [`rng`]: the seeded generator of caption processing.
+//!
+//! The training loop itself (reverse pass, optimizers) is not here yet.
+
+pub mod buckets;
+pub mod dataset;
+pub mod plan;
+pub mod pyfmt;
+pub mod rng;
