@@ -5,13 +5,18 @@
 //! * [`buckets`]: kohya's aspect-ratio buckets (which bucket each image falls into).
 //! * [`plan`]: kohya's step arithmetic (images × repeats, batches per epoch, epochs, total optimization steps,
 //!   saves) and its start-of-run summary; the repeats planner of `loraeval plan`.
+//! * [`config`]: kohya's TOML config file (`--config_file`, as the kohya GUI writes it) and the resolved
+//!   settings.
+//! * [`settings`]: the resolved settings (kohya's defaults filled in).
 //! * [`pyfmt`]: Python's `str()` and `json.dumps()` of values, as kohya's metadata holds them.
 //! * [`rng`]: the seeded generator of caption processing.
 //!
 //! The training loop itself (reverse pass, optimizers) is not here yet.
 
 pub mod buckets;
+pub mod config;
 pub mod dataset;
 pub mod plan;
 pub mod pyfmt;
 pub mod rng;
+pub mod settings;
