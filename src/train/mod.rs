@@ -8,6 +8,8 @@
 //! * [`config`]: kohya's TOML config file (`--config_file`, as the kohya GUI writes it) and the resolved
 //!   settings.
 //! * [`settings`]: the resolved settings (kohya's defaults filled in).
+//! * [`metadata`]: kohya's `ss_*` and `modelspec.*` metadata of a saved file.
+//! * [`save`]: writing a kohya LoRA `.safetensors` file with its `ss_*` metadata and `sshs_*` hashes.
 //! * [`pyfmt`]: Python's `str()` and `json.dumps()` of values, as kohya's metadata holds them.
 //! * [`rng`]: the seeded generator of caption processing.
 //!
@@ -16,7 +18,9 @@
 pub mod buckets;
 pub mod config;
 pub mod dataset;
+pub mod metadata;
 pub mod plan;
 pub mod pyfmt;
 pub mod rng;
+pub mod save;
 pub mod settings;
