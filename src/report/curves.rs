@@ -27,7 +27,6 @@ struct Metric {
     baseline: Option<f32>,
     /// Smallest range of the value axis.
     range: (f32, f32),
-    digits: usize,
 }
 
 /// The values of one metric: `lines[series][column]`.
@@ -100,28 +99,24 @@ fn metrics(baselines: &Baselines) -> [Metric; 4] {
             value: |c| c.likeness,
             baseline: None,
             range: (0.0, 1.0),
-            digits: 1,
         },
         Metric {
             title: "Clipped pixels (%)",
             value: |c| Some(c.health.clipped * 100.0),
             baseline: Some(base.clipped * 100.0),
             range: (0.0, 1.0),
-            digits: 0,
         },
         Metric {
             title: "Saturation",
             value: |c| Some(c.health.saturation),
             baseline: Some(base.saturation),
             range: (0.0, 0.1),
-            digits: 2,
         },
         Metric {
             title: "High-frequency noise",
             value: |c| Some(c.health.high_freq),
             baseline: Some(base.high_freq),
             range: (0.0, 1.0),
-            digits: 0,
         },
     ]
 }
@@ -136,7 +131,7 @@ fn column_label<'a>(label: &str, mut cells: impl Iterator<Item = &'a CellScore>)
 }
 
 fn chart(plot: &Plot) -> String {
-    let (lo, hi) = value_range(plot);
+    let (lo, hi, step) = value_range(plot);
     let x_of = |c: usize| {
         let n = plot.columns.len().max(1) as f32;
         LEFT + (W - LEFT - RIGHT) * (c as f32 + 0.5) / n
@@ -146,7 +141,7 @@ fn chart(plot: &Plot) -> String {
         "<svg class=\"chart-svg\" viewBox=\"0 0 {W} {H}\" role=\"img\" aria-label=\"{}\">\n",
         escape(plot.metric.title)
     );
-    svg += &value_axis(plot.metric.digits, (lo, hi), &y_of);
+    svg += &value_axis((lo, hi, step), &y_of);
     svg += &column_axis(plot.columns, plot.column_title, &x_of);
     if let Some(base) = plot.metric.baseline {
         svg += &baseline(y_of(base));
@@ -157,22 +152,47 @@ fn chart(plot: &Plot) -> String {
     svg + "</svg>"
 }
 
-fn value_range(plot: &Plot) -> (f32, f32) {
+/// The value axis: from the metric's range widened to every value, rounded out to a tick step of 1, 2, 2.5 or 5
+/// times a power of ten; returns (low, high, step).
+fn value_range(plot: &Plot) -> (f32, f32, f32) {
     let values = plot.lines.iter().flatten().flatten().copied();
     let values = values.chain(plot.metric.baseline);
     let (lo, hi) = values.fold(plot.metric.range, |(lo, hi), v| (lo.min(v), hi.max(v)));
-    let pad = if hi > plot.metric.range.1 {
-        (hi - lo) * 0.1
-    } else {
-        0.0
-    };
-    (lo, hi + pad)
+    let step = nice_step((hi - lo) / TICKS as f32);
+    let lo = (lo / step).floor() * step;
+    let hi = ((hi / step).ceil() * step).max(lo + step);
+    (lo, hi, step)
 }
 
-fn value_axis(digits: usize, (lo, hi): (f32, f32), y_of: &dyn Fn(f32) -> f32) -> String {
+const TICKS: usize = 4;
+
+/// The smallest of 1, 2, 2.5, 5 × 10^k at least `raw`.
+fn nice_step(raw: f32) -> f32 {
+    let raw = raw.max(1e-6);
+    let power = 10f32.powf(raw.log10().floor());
+    let factor = [1.0, 2.0, 2.5, 5.0, 10.0]
+        .into_iter()
+        .find(|f| f * power >= raw * 0.9999)
+        .unwrap_or(10.0);
+    factor * power
+}
+
+/// Decimals needed to print multiples of `step`.
+fn decimals(step: f32) -> usize {
+    (0..4)
+        .find(|d| {
+            let scaled = step * 10f32.powi(*d as i32);
+            (scaled - scaled.round()).abs() < 1e-3
+        })
+        .unwrap_or(4)
+}
+
+fn value_axis((lo, hi, step): (f32, f32, f32), y_of: &dyn Fn(f32) -> f32) -> String {
+    let digits = decimals(step);
+    let count = ((hi - lo) / step).round() as usize;
     let mut out = String::new();
-    for i in 0..=4 {
-        let value = lo + (hi - lo) * i as f32 / 4.0;
+    for i in 0..=count {
+        let value = lo + step * i as f32;
         let y = y_of(value);
         out += &format!(
             "<line class=\"grid-line\" x1=\"{LEFT}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\"/><text class=\"tick\" x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{value:.digits$}</text>\n",
@@ -247,4 +267,20 @@ fn legend(series: &[String], title: Option<&str>) -> String {
         );
     }
     out + "<li><span class=\"swatch dashed\"></span>base model</li></ul>\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{decimals, nice_step};
+
+    #[test]
+    fn ticks_are_round_numbers() {
+        assert_eq!(nice_step(0.25), 0.25);
+        assert_eq!(nice_step(5.2), 10.0);
+        assert_eq!(nice_step(4.9), 5.0);
+        assert_eq!(nice_step(0.13), 0.2);
+        assert_eq!(decimals(0.25), 2);
+        assert_eq!(decimals(5.0), 0);
+        assert_eq!(decimals(0.1), 1);
+    }
 }

@@ -4,8 +4,8 @@
 use super::html::{escape, number, truncate};
 use super::layout::{Layout, Position};
 
-const CELL_W: usize = 92;
-const CELL_H: usize = 50;
+const CELL_W: usize = 120;
+const CELL_H: usize = 54;
 const TOP: usize = 28;
 const CHAR_W: usize = 7;
 
@@ -53,7 +53,7 @@ fn axis_labels(layout: &Layout, left: usize) -> String {
             left + x * CELL_W + CELL_W / 2,
             TOP - 10,
             escape(label),
-            escape(&truncate(label, 12))
+            escape(&truncate(label, 16))
         );
     }
     for (y, label) in layout.y_short.iter().enumerate() {
@@ -100,14 +100,14 @@ fn cell_text(position: &Position, x: usize, y: usize, ink: &str) -> String {
     let star = if position.is_pick { "★ " } else { "" };
     let verdict = match position.rank {
         Some(r) if r.passed => "✓ pass".to_string(),
-        Some(r) => format!("✕ {}", truncate(&r.failed.join(", ").replace('_', " "), 14)),
+        Some(r) => format!("✕ {}", truncate(&r.failed.join(", ").replace('_', " "), 19)),
         None => String::new(),
     };
     let cx = x + CELL_W / 2;
     format!(
         "<text class=\"hm-value\" x=\"{cx}\" y=\"{}\" fill=\"{ink}\" text-anchor=\"middle\">{star}{value}</text>\n<text class=\"hm-verdict\" x=\"{cx}\" y=\"{}\" fill=\"{ink}\" text-anchor=\"middle\">{}</text>\n",
-        y + 22,
-        y + 39,
+        y + 24,
+        y + 42,
         escape(&verdict)
     )
 }
