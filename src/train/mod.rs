@@ -12,6 +12,8 @@
 //! * [`save`]: writing a kohya LoRA `.safetensors` file with its `ss_*` metadata and `sshs_*` hashes.
 //! * [`pyfmt`]: Python's `str()` and `json.dumps()` of values, as kohya's metadata holds them.
 //! * [`rng`]: the seeded generator of caption processing.
+//! * [`optim`]: the optimizers (AdamW, AdamW8bit, Adafactor, DAdaptAdam, Prodigy), learning-rate schedules and
+//!   gradient clipping, each checked against its reference package.
 //!
 //! The training loop itself (reverse pass, optimizers) is not here yet.
 
@@ -19,6 +21,7 @@ pub mod buckets;
 pub mod config;
 pub mod dataset;
 pub mod metadata;
+pub mod optim;
 pub mod plan;
 pub mod pyfmt;
 pub mod rng;
