@@ -11,8 +11,8 @@ use rayon::prelude::*;
 
 use super::reduce::{mean, rms};
 use super::{
-    check_layout, init_states, load_per_param, save_layout, state_key, OptimError, Optimizer,
-    OptimizerState, Param, ParamGroup, StepReport,
+    check_fit, check_layout, init_states, load_per_param, save_layout, state_key, OptimError,
+    Optimizer, OptimizerState, Param, ParamGroup, StepReport,
 };
 
 /// Adafactor's settings (transformers' defaults).
@@ -89,6 +89,13 @@ impl Dims {
 }
 
 impl Moments {
+    /// Whether this state has the sizes `p`'s shape asks for (a loaded state may not).
+    fn fits(&self, p: &Param, first_moment: bool) -> bool {
+        let fresh = Self::new(p, first_moment);
+        (self.rows.len(), self.cols.len(), self.exp_avg.len())
+            == (fresh.rows.len(), fresh.cols.len(), fresh.exp_avg.len())
+    }
+
     fn new(p: &Param, first_moment: bool) -> Self {
         let d = Dims::of(p);
         let n = p.value.len();
@@ -245,6 +252,7 @@ impl Optimizer for Adafactor {
         check_layout(groups, &self.states, |s| s.len)?;
         let first = self.config.beta1.is_some();
         init_states(groups, &mut self.states, |p| Moments::new(p, first));
+        check_fit(groups, &self.states, |p, s| s.fits(p, first))?;
         self.step += 1;
         let mut states = std::mem::take(&mut self.states);
         let mut lrs = Vec::with_capacity(groups.len());

@@ -4,8 +4,8 @@
 use rayon::prelude::*;
 
 use super::{
-    check_layout, check_range, init_states, load_per_param, save_layout, state_key, OptimError,
-    Optimizer, OptimizerState, ParamGroup, StepReport,
+    check_layout, check_lens, check_range, init_states, load_per_param, save_layout, state_key,
+    OptimError, Optimizer, OptimizerState, ParamGroup, StepReport,
 };
 
 /// AdamW's settings (torch's defaults).
@@ -164,10 +164,10 @@ impl Optimizer for AdamW {
         state.expect_kind(self.name())?;
         self.step = state.scalar("step")? as u64;
         self.states = load_per_param(state, |gi, pi| {
-            Ok(Moments {
-                m: state.f32(&state_key(gi, pi, "exp_avg"))?,
-                v: state.f32(&state_key(gi, pi, "exp_avg_sq"))?,
-            })
+            let m = state.f32(&state_key(gi, pi, "exp_avg"))?;
+            let v = state.f32(&state_key(gi, pi, "exp_avg_sq"))?;
+            check_lens(gi, pi, &[("exp_avg", m.len()), ("exp_avg_sq", v.len())])?;
+            Ok(Moments { m, v })
         })?;
         Ok(())
     }

@@ -6,16 +6,16 @@
 //!
 //! A block step dequantises the codes with the block's old absmax, updates the moments in f32, takes the block's
 //! new absmax (the kernel's padding lanes of a last, partial block take part with code 128 and a zero gradient),
-//! updates the parameters from the unquantised moments, then re-quantises with [`quantize_code`] and moves a first
-//! moment whose code has the wrong sign one code towards its sign. Non-finite gradients zero both moments and leave
+//! updates the parameters from the unquantised moments, then re-quantises with `quantize_code` (through a table of codes for
+//! most values) and moves a first moment whose code has the wrong sign one code towards its sign. Non-finite gradients zero both moments and leave
 //! the parameter, as the kernel does. Older bitsandbytes releases used blocks of 2048 (`block_size`).
 
 use rayon::prelude::*;
 
-use super::quant::{dynamic_map, quantize_code};
+use super::quant::CodeTable;
 use super::{
-    check_layout, check_range, init_states, load_per_param, save_layout, state_key, OptimError,
-    Optimizer, OptimizerState, Param, ParamGroup, StepReport,
+    check_layout, check_lens, check_range, init_states, load_per_param, save_layout, state_key,
+    OptimError, Optimizer, OptimizerState, Param, ParamGroup, StepReport,
 };
 
 /// AdamW8bit's settings (bitsandbytes' defaults).
@@ -72,6 +72,30 @@ impl Moments {
             v: vec![0; n],
             absmax_m: vec![0.0; blocks],
             absmax_v: vec![0.0; blocks],
+        }
+    }
+
+    /// Checks that the buffers of a loaded state fit together (one absmax per block).
+    fn check(&self, gi: usize, pi: usize, block_size: usize) -> Result<(), OptimError> {
+        match self {
+            Self::F32 { m, v } => {
+                check_lens(gi, pi, &[("exp_avg", m.len()), ("exp_avg_sq", v.len())])
+            }
+            Self::Q8 {
+                m,
+                v,
+                absmax_m,
+                absmax_v,
+            } => {
+                check_lens(gi, pi, &[("state1", m.len()), ("state2", v.len())])?;
+                let blocks = m.len().div_ceil(block_size);
+                let lens = [
+                    ("blocks", blocks),
+                    ("absmax1", absmax_m.len()),
+                    ("absmax2", absmax_v.len()),
+                ];
+                check_lens(gi, pi, &lens)
+            }
         }
     }
 
@@ -134,11 +158,11 @@ fn step_f32(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: &Scalars)
     }
 }
 
-/// The two maps, looked up once per optimizer.
+/// The two maps with their code tables, made once per optimizer.
 #[derive(Debug, Clone)]
 struct Maps {
-    signed: [f32; 256],
-    unsigned: [f32; 256],
+    signed: CodeTable,
+    unsigned: CodeTable,
 }
 
 /// One block of `kOptimizerStatic8bit2StateBlockwise`; `pad` says whether the block is a last, partial one.
@@ -161,9 +185,9 @@ fn step_block(b: Block<'_>, maps: &Maps, k: &Scalars, scratch: &mut (Vec<f32>, V
     for i in 0..b.p.len() {
         let g = b.g[i];
         let (m, v) = if g.is_finite() {
-            let v = maps.unsigned[b.cv[i] as usize] * *b.absmax_v;
+            let v = maps.unsigned.value(b.cv[i]) * *b.absmax_v;
             let v = v * k.beta2 + (1.0 - k.beta2) * g * g;
-            let m = maps.signed[b.cm[i] as usize] * *b.absmax_m;
+            let m = maps.signed.value(b.cm[i]) * *b.absmax_m;
             (m * k.beta1 + (1.0 - k.beta1) * g, v)
         } else {
             (0.0, 0.0)
@@ -174,7 +198,7 @@ fn step_block(b: Block<'_>, maps: &Maps, k: &Scalars, scratch: &mut (Vec<f32>, V
         vs.push(v);
     }
     if b.pad {
-        let m = maps.signed[128] * *b.absmax_m;
+        let m = maps.signed.value(128) * *b.absmax_m;
         max_m = max_m.max((m * k.beta1 + (1.0 - k.beta1) * 0.0).abs());
         max_v = max_v.max(0.0);
     }
@@ -185,14 +209,14 @@ fn step_block(b: Block<'_>, maps: &Maps, k: &Scalars, scratch: &mut (Vec<f32>, V
             b.p[i] = k.apply(b.p[i], ms[i], vs[i]);
         }
         b.cm[i] = quantize_signed(&maps.signed, ms[i], max_m);
-        b.cv[i] = quantize_code(&maps.unsigned, false, vs[i] / max_v);
+        b.cv[i] = maps.unsigned.code(vs[i] / max_v);
     }
 }
 
 /// The first moment's code, moved one code towards the moment's sign when the nearest code has the other sign.
-fn quantize_signed(map: &[f32; 256], m: f32, absmax: f32) -> u8 {
-    let code = quantize_code(map, true, m / absmax);
-    if map[code as usize].is_sign_negative() == m.is_sign_negative() {
+fn quantize_signed(map: &CodeTable, m: f32, absmax: f32) -> u8 {
+    let code = map.code(m / absmax);
+    if map.value(code).is_sign_negative() == m.is_sign_negative() {
         code
     } else if m > 0.0 {
         code.wrapping_add(1)
@@ -220,8 +244,8 @@ impl AdamW8bit {
         Ok(Self {
             config,
             maps: Maps {
-                signed: dynamic_map(true),
-                unsigned: dynamic_map(false),
+                signed: CodeTable::new(true),
+                unsigned: CodeTable::new(false),
             },
             step: 0,
             states: Vec::new(),
@@ -338,21 +362,24 @@ impl Optimizer for AdamW8bit {
     fn load_state(&mut self, state: &OptimizerState) -> Result<(), OptimError> {
         state.expect_kind(self.name())?;
         let step = state.scalar("step")? as u64;
+        let bs = self.config.block_size;
         self.states = load_per_param(state, |gi, pi| {
             let key = |b| state_key(gi, pi, b);
-            if state.has(&key("state1")) {
-                Ok(Moments::Q8 {
+            let moments = if state.has(&key("state1")) {
+                Moments::Q8 {
                     m: state.u8(&key("state1"))?,
                     v: state.u8(&key("state2"))?,
                     absmax_m: state.f32(&key("absmax1"))?,
                     absmax_v: state.f32(&key("absmax2"))?,
-                })
+                }
             } else {
-                Ok(Moments::F32 {
+                Moments::F32 {
                     m: state.f32(&key("exp_avg"))?,
                     v: state.f32(&key("exp_avg_sq"))?,
-                })
-            }
+                }
+            };
+            moments.check(gi, pi, bs)?;
+            Ok(moments)
         })?;
         self.step = step;
         Ok(())

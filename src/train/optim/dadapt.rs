@@ -7,8 +7,8 @@ use rayon::prelude::*;
 
 use super::reduce::{dot, sum_abs};
 use super::{
-    check_layout, check_range, init_states, load_per_param, save_layout, state_key, OptimError,
-    Optimizer, OptimizerState, ParamGroup, StepReport,
+    check_layout, check_lens, check_range, init_states, load_per_param, save_layout, state_key,
+    OptimError, Optimizer, OptimizerState, ParamGroup, StepReport,
 };
 
 /// DAdaptAdam's settings (the package's defaults; kohya users often add `decouple=True weight_decay=0.01`).
@@ -270,11 +270,18 @@ impl Optimizer for DAdaptAdam {
             state.scalar("numerator_weighted")?,
         );
         self.states = load_per_param(state, |gi, pi| {
-            Ok(Moments {
+            let st = Moments {
                 s: state.f32(&state_key(gi, pi, "s"))?,
                 m: state.f32(&state_key(gi, pi, "exp_avg"))?,
                 v: state.f32(&state_key(gi, pi, "exp_avg_sq"))?,
-            })
+            };
+            let lens = [
+                ("s", st.s.len()),
+                ("exp_avg", st.m.len()),
+                ("exp_avg_sq", st.v.len()),
+            ];
+            check_lens(gi, pi, &lens)?;
+            Ok(st)
         })?;
         (self.d, self.k, self.numerator_weighted) = (d, k as u64, nw);
         Ok(())

@@ -284,3 +284,37 @@ pub(crate) fn load_per_param<S>(
         })
         .collect()
 }
+
+/// Checks that the buffers read for one parameter agree in length (`lens[i]` of buffer `names[i]`).
+pub(crate) fn check_lens(
+    group: usize,
+    param: usize,
+    lens: &[(&str, usize)],
+) -> Result<(), OptimError> {
+    match lens.iter().find(|(_, n)| *n != lens[0].1) {
+        None => Ok(()),
+        Some((name, n)) => Err(OptimError::State(format!(
+            "g{group}.p{param}: {name} has {n} values, {} has {}",
+            lens[0].0, lens[0].1
+        ))),
+    }
+}
+
+/// Checks every parameter's state with `fits` (sizes that depend on more than the element count).
+pub(crate) fn check_fit<S>(
+    groups: &[ParamGroup],
+    states: &[Vec<S>],
+    fits: impl Fn(&Param, &S) -> bool,
+) -> Result<(), OptimError> {
+    let pairs = groups
+        .iter()
+        .zip(states)
+        .flat_map(|(g, s)| g.params.iter().zip(s));
+    match pairs.into_iter().find(|(p, s)| !fits(p, s)) {
+        None => Ok(()),
+        Some((p, _)) => Err(OptimError::Layout(format!(
+            "the optimizer state of {:?} (shape {:?}) was made for another shape or setting",
+            p.name, p.shape
+        ))),
+    }
+}

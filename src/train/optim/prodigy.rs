@@ -8,8 +8,8 @@ use rayon::prelude::*;
 use super::dadapt::common_lr;
 use super::reduce::sum_abs;
 use super::{
-    check_layout, check_range, load_per_param, save_layout, state_key, OptimError, Optimizer,
-    OptimizerState, Param, ParamGroup, StepReport,
+    check_fit, check_layout, check_range, load_per_param, save_layout, state_key, OptimError,
+    Optimizer, OptimizerState, Param, ParamGroup, StepReport,
 };
 
 /// Prodigy's settings (the package's defaults).
@@ -108,6 +108,12 @@ impl Prodigy {
         self.config.beta3.unwrap_or(self.config.betas.1.sqrt())
     }
 
+    /// Whether a (loaded) state has the sizes this parameter and `slice_p` ask for.
+    fn fits(&self, p: &Param, s: &Moments) -> bool {
+        let fresh = self.new_state(p);
+        (s.s.len(), s.p0.len(), s.m.len()) == (fresh.s.len(), fresh.p0.len(), fresh.m.len())
+    }
+
     fn new_state(&self, p: &Param) -> Moments {
         let sliced: Vec<f32> = p
             .value
@@ -203,6 +209,7 @@ impl Optimizer for Prodigy {
     ) -> Result<StepReport, OptimError> {
         check_layout(groups, &self.states, |s| s.v.len())?;
         let lr = common_lr(self.name(), groups, lr_factor)?;
+        check_fit(groups, &self.states, |p, s| self.fits(p, s))?;
         if self.states.is_empty() {
             let fresh = groups
                 .iter()

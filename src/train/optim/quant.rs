@@ -10,41 +10,81 @@ pub fn dynamic_map(signed: bool) -> [f32; 256] {
     bits.map(f32::from_bits)
 }
 
-/// The code of `x` (a value already divided by its block's absmax) in the sorted 256-entry `map`: a binary search
-/// from the middle, then the nearer of the two neighbours by their midpoint, exactly as `quantize_2D<SIGNED>`.
+/// The code of `x` (a value already divided by its block's absmax) in the sorted 256-entry `map`, exactly as
+/// `quantize_2D<SIGNED>`: a 7-step binary search from index 127, then the nearer of the final index and its
+/// neighbour by their midpoint. The kernel's search brackets the final index `p` by `p − 1` and `p + 1`, except
+/// below index 0, where its initial bound (−1 signed, 0 unsigned) stands in.
 pub fn quantize_code(map: &[f32; 256], signed: bool, x: f32) -> u8 {
-    let mut pivot: i32 = 127;
-    let mut upper_pivot: i32 = 255;
-    let mut lower_pivot: i32 = 0;
-    let mut lower = if signed { -1.0f32 } else { 0.0 };
-    let mut upper = 1.0f32;
-    let mut val = map[127];
-    let mut i = 64;
-    while i > 0 {
-        if x > val {
-            lower_pivot = pivot;
-            lower = val;
-            pivot += i;
-        } else {
-            upper_pivot = pivot;
-            upper = val;
-            pivot -= i;
-        }
-        val = map[pivot as usize];
-        i >>= 1;
+    let mut p = 127usize;
+    for step in [64, 32, 16, 8, 4, 2, 1] {
+        p = if x > map[p] { p + step } else { p - step };
     }
+    let val = map[p];
     let code = if x > val {
-        if x > (upper + val) * 0.5 {
-            upper_pivot
+        if x > (map[p + 1] + val) * 0.5 {
+            p + 1
         } else {
-            pivot
+            p
         }
-    } else if x < (lower + val) * 0.5 {
-        lower_pivot
     } else {
-        pivot
+        let (lower_pivot, lower) = match p {
+            0 => (0, if signed { -1.0 } else { 0.0 }),
+            _ => (p - 1, map[p - 1]),
+        };
+        if x < (lower + val) * 0.5 {
+            lower_pivot
+        } else {
+            p
+        }
     };
     code as u8
+}
+
+/// [`quantize_code`] through a table of the top 20 bits of `x`'s f32 pattern: where every float sharing those
+/// bits gets the same code (the search is monotone in `x`, so the two ends of the bucket decide), the table holds
+/// it; elsewhere (code boundaries, NaN) the search runs.
+#[derive(Debug, Clone)]
+pub(crate) struct CodeTable {
+    map: [f32; 256],
+    signed: bool,
+    table: Vec<u16>,
+}
+
+/// The table entry that sends a bucket to the search.
+const SEARCH: u16 = 0x100;
+
+impl CodeTable {
+    pub(crate) fn new(signed: bool) -> Self {
+        let map = dynamic_map(signed);
+        let table = (0u32..1 << 20)
+            .map(|b| {
+                let ends = [f32::from_bits(b << 12), f32::from_bits((b << 12) | 0xfff)];
+                if ends.iter().any(|x| x.is_nan()) {
+                    return SEARCH;
+                }
+                let [a, c] = ends.map(|x| quantize_code(&map, signed, x));
+                if a == c {
+                    u16::from(a)
+                } else {
+                    SEARCH
+                }
+            })
+            .collect();
+        Self { map, signed, table }
+    }
+
+    /// The map's value of a code.
+    pub(crate) fn value(&self, code: u8) -> f32 {
+        self.map[code as usize]
+    }
+
+    /// The same code as [`quantize_code`].
+    pub(crate) fn code(&self, x: f32) -> u8 {
+        match self.table[(x.to_bits() >> 12) as usize] {
+            SEARCH => quantize_code(&self.map, self.signed, x),
+            code => code as u8,
+        }
+    }
 }
 
 /// `create_dynamic_map(signed=True)` as f32 bits.
@@ -117,3 +157,38 @@ const UNSIGNED_BITS: [u32; 256] = [
     0x3f65e666, 0x3f67b334, 0x3f698000, 0x3f6b4ccc, 0x3f6d199a, 0x3f6ee666, 0x3f70b334, 0x3f728000,
     0x3f744ccc, 0x3f76199a, 0x3f77e666, 0x3f79b334, 0x3f7b8000, 0x3f7d4ccc, 0x3f7f199a, 0x3f800000,
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The table agrees with the search on every f32 bit pattern (`LORAEVAL_SLOW=1`), or on every 997th one
+    /// and both ends of every bucket.
+    #[test]
+    fn table_is_the_search() {
+        use rayon::prelude::*;
+        let every = std::env::var("LORAEVAL_SLOW").is_ok_and(|v| v == "1");
+        for signed in [true, false] {
+            let t = CodeTable::new(signed);
+            let check = |bits: u32| {
+                let x = f32::from_bits(bits);
+                assert_eq!(
+                    t.code(x),
+                    quantize_code(&t.map, signed, x),
+                    "bits {bits:#x} signed {signed}"
+                );
+            };
+            if every {
+                (0..=u32::MAX).into_par_iter().for_each(check);
+            } else {
+                (0..=u32::MAX / 997)
+                    .into_par_iter()
+                    .for_each(|i| check(i * 997));
+                (0u32..1 << 20).into_par_iter().for_each(|b| {
+                    check(b << 12);
+                    check((b << 12) | 0xfff);
+                });
+            }
+        }
+    }
+}
