@@ -364,3 +364,130 @@ fn face_settings_adamw8bit_rank_128() {
         unet.len() + te.len()
     );
 }
+
+/// A saved state that does not fit the parameters (another shape of the same size, another `slice_p`, a
+/// damaged absmax) is refused instead of misread.
+#[test]
+fn mismatched_states_are_refused() {
+    let mut groups = vec![group("unet", 1e-3, &[vec![4, 3]])];
+    let mut opt = OptimizerConfig::from_kohya("Adafactor", &args(&["relative_step=False"]))
+        .unwrap()
+        .build()
+        .unwrap();
+    opt.step(&mut groups, 1.0).unwrap();
+    let saved = opt.state();
+    let mut other = OptimizerConfig::from_kohya("Adafactor", &args(&["relative_step=False"]))
+        .unwrap()
+        .build()
+        .unwrap();
+    other.load_state(&saved).unwrap();
+    let mut transposed = vec![group("unet", 1e-3, &[vec![3, 4]])];
+    assert!(matches!(
+        other.step(&mut transposed, 1.0),
+        Err(OptimError::Layout(_))
+    ));
+
+    let mut groups = vec![group("unet", 1.0, &[vec![10]])];
+    let mut opt = OptimizerConfig::from_kohya("Prodigy", &args(&["slice_p=3"]))
+        .unwrap()
+        .build()
+        .unwrap();
+    opt.step(&mut groups, 1.0).unwrap();
+    let mut other = OptimizerConfig::from_kohya("Prodigy", &[])
+        .unwrap()
+        .build()
+        .unwrap();
+    other.load_state(&opt.state()).unwrap();
+    assert!(matches!(
+        other.step(&mut groups, 1.0),
+        Err(OptimError::Layout(_))
+    ));
+
+    let mut groups = vec![group("unet", 1e-3, &[vec![64, 80]])];
+    let mut opt = OptimizerConfig::from_kohya("AdamW8bit", &[])
+        .unwrap()
+        .build()
+        .unwrap();
+    opt.step(&mut groups, 1.0).unwrap();
+    let mut state = opt.state();
+    assert!(matches!(&state.buffers["g0.p0.absmax1"], StateBuffer::F32(a) if a.len() == 20));
+    state
+        .buffers
+        .insert("g0.p0.absmax1".into(), StateBuffer::F32(vec![0.0; 19]));
+    let err = opt.load_state(&state).unwrap_err();
+    assert!(
+        matches!(&err, OptimError::State(m) if m.contains("absmax1")),
+        "{err}"
+    );
+}
+
+/// `quantize_2D<SIGNED>` of bitsandbytes' `csrc/kernels.cu`, line by line (the quadrant lookups are the map's
+/// entries 63, 127 and 191).
+fn quantize_2d_literal(map: &[f32; 256], signed: bool, x: f32) -> u8 {
+    let (mut pivot, mut upper_pivot, mut lower_pivot) = (127i32, 255i32, 0i32);
+    let (mut lower, mut upper) = (if signed { -1.0f32 } else { 0.0 }, 1.0f32);
+    let mut val = map[127];
+    let mut i = 64;
+    while i > 0 {
+        if x > val {
+            lower_pivot = pivot;
+            lower = val;
+            pivot += i;
+        } else {
+            upper_pivot = pivot;
+            upper = val;
+            pivot -= i;
+        }
+        val = map[pivot as usize];
+        i >>= 1;
+    }
+    let code = if x > val {
+        if x > (upper + val) * 0.5 {
+            upper_pivot
+        } else {
+            pivot
+        }
+    } else if x < (lower + val) * 0.5 {
+        lower_pivot
+    } else {
+        pivot
+    };
+    code as u8
+}
+
+#[test]
+fn code_search_is_the_kernels_search() {
+    for signed in [true, false] {
+        let map = dynamic_map(signed);
+        let mut xs: Vec<f32> = vec![
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            2.0,
+            -2.0,
+        ];
+        // Every entry, its neighbours in f32 and the midpoints between entries.
+        for w in map.windows(2) {
+            let mid = (w[0] + w[1]) * 0.5;
+            for v in [w[0], mid] {
+                xs.extend([
+                    v,
+                    f32::from_bits(v.to_bits() + 1),
+                    f32::from_bits(v.to_bits().saturating_sub(1)),
+                ]);
+            }
+        }
+        xs.extend((0..200_000).map(|i| (i as f32 * 0.000_01 - 1.0) * 1.001));
+        for x in xs {
+            assert_eq!(
+                quantize_code(&map, signed, x),
+                quantize_2d_literal(&map, signed, x),
+                "x {x:e} signed {signed}"
+            );
+        }
+    }
+}
