@@ -3,7 +3,7 @@
 
 use super::html::{escape, truncate};
 use super::layout::Layout;
-use crate::grid::manifest::Manifest;
+use crate::grid::manifest::{AxisEntry, Manifest};
 use crate::score::table::{Baselines, CellScore};
 
 const W: f32 = 300.0;
@@ -38,48 +38,77 @@ struct Plot<'a> {
     lines: Vec<Vec<Option<f32>>>,
 }
 
-/// The chart block: likeness, clipped pixels, saturation and noise against the epoch, with a shared legend.
-pub fn curves(layout: &Layout, manifest: &Manifest, baselines: &Baselines) -> String {
-    let epoch_on_y = manifest.axes.y.as_ref().is_some_and(|y| y.kind == "epochs")
-        && manifest.axes.x.kind != "epochs";
-    let (columns, series, column_axis, series_axis) = if epoch_on_y {
-        let y = manifest.axes.y.as_ref();
-        (&layout.y_short, &layout.x_short, y, Some(&manifest.axes.x))
-    } else {
-        let y = manifest.axes.y.as_ref();
-        (&layout.x_short, &layout.y_short, Some(&manifest.axes.x), y)
-    };
-    let column_title = column_axis.map_or("", |a| a.label.as_str());
-    let value_at = |column: usize, line: usize| {
-        let (x, y) = if epoch_on_y {
+/// The grid seen as charts: columns along the epoch axis, one line per value of the other axis.
+struct Frame<'a> {
+    layout: &'a Layout<'a>,
+    epoch_on_y: bool,
+    columns: &'a [String],
+    series: &'a [String],
+    column_axis: Option<&'a AxisEntry>,
+    series_axis: Option<&'a AxisEntry>,
+}
+
+impl<'a> Frame<'a> {
+    fn new(layout: &'a Layout<'a>, manifest: &'a Manifest) -> Frame<'a> {
+        let (x, y) = (&manifest.axes.x, manifest.axes.y.as_ref());
+        let epoch_on_y = y.is_some_and(|y| y.kind == "epochs") && x.kind != "epochs";
+        let (columns, series, column_axis, series_axis) = if epoch_on_y {
+            (&layout.y_short, &layout.x_short, y, Some(x))
+        } else {
+            (&layout.x_short, &layout.y_short, Some(x), y)
+        };
+        Frame {
+            layout,
+            epoch_on_y,
+            columns,
+            series,
+            column_axis,
+            series_axis,
+        }
+    }
+
+    /// The scores of the cell in `column` on line `line`.
+    fn score(&self, column: usize, line: usize) -> Option<&'a CellScore> {
+        let (x, y) = if self.epoch_on_y {
             (line, column)
         } else {
             (column, line)
         };
-        layout.at(x, y).and_then(|p| p.score)
-    };
-    let column_labels: Vec<String> = (0..columns.len())
-        .map(|c| {
-            column_label(
-                &columns[c],
-                (0..series.len()).filter_map(|s| value_at(c, s)),
-            )
-        })
-        .collect();
-    let mut out = String::from("<div class=\"charts\">\n");
-    for metric in metrics(baselines) {
-        let lines = (0..series.len())
+        self.layout.at(x, y).and_then(|p| p.score)
+    }
+
+    fn column_labels(&self) -> Vec<String> {
+        (0..self.columns.len())
+            .map(|c| {
+                let cells = (0..self.series.len()).filter_map(|s| self.score(c, s));
+                column_label(&self.columns[c], cells)
+            })
+            .collect()
+    }
+
+    fn lines(&self, metric: &Metric) -> Vec<Vec<Option<f32>>> {
+        (0..self.series.len())
             .map(|s| {
-                (0..columns.len())
-                    .map(|c| value_at(c, s).and_then(metric.value))
+                (0..self.columns.len())
+                    .map(|c| self.score(c, s).and_then(metric.value))
                     .collect()
             })
-            .collect();
+            .collect()
+    }
+}
+
+/// The chart block: likeness, clipped pixels, saturation and noise against the epoch, with a shared legend.
+pub fn curves(layout: &Layout, manifest: &Manifest, baselines: &Baselines) -> String {
+    let frame = Frame::new(layout, manifest);
+    let columns = frame.column_labels();
+    let column_title = frame.column_axis.map_or("", |a| a.label.as_str());
+    let mut out = String::from("<div class=\"charts\">\n");
+    for metric in metrics(baselines) {
         let plot = Plot {
             metric: &metric,
-            columns: &column_labels,
+            columns: &columns,
             column_title,
-            lines,
+            lines: frame.lines(&metric),
         };
         out += &format!(
             "<figure class=\"chart\"><figcaption>{}</figcaption>{}</figure>\n",
@@ -88,7 +117,7 @@ pub fn curves(layout: &Layout, manifest: &Manifest, baselines: &Baselines) -> St
         );
     }
     out += "</div>\n";
-    out + &legend(series, series_axis.map(|a| a.label.as_str()))
+    out + &legend(frame.series, frame.series_axis.map(|a| a.label.as_str()))
 }
 
 fn metrics(baselines: &Baselines) -> [Metric; 4] {

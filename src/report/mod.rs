@@ -1,10 +1,11 @@
 //! The HTML report of a run folder: one self-contained file (no network) a person reviews in a browser.
 //!
-//! [`render_report`] joins the manifest, the scores and the recommendation ([`layout`]), reads every image once
-//! into an embedded thumbnail ([`thumbs`]) and writes the page ([`page`]): the recommendation, a likeness
-//! [`heatmap`], likeness and health [`curves`] against the epoch, the grid with score badges, each cell's detail,
+//! [`render_report`] joins the manifest, the scores and the recommendation (`layout`), reads every image once
+//! into an embedded thumbnail (`thumbs`) and writes the page (`page`): the recommendation, a likeness
+//! `heatmap`, likeness and health `curves` against the epoch, the grid with score badges, each cell's detail,
 //! the reference photos, the LoRA metadata and the command of the run. Every user string goes through
 //! [`html::escape`]. Unreadable images become placeholders; the report never fails because of one.
+//! [`sample`] writes a synthetic scored run for the tests and for previewing the page.
 
 mod curves;
 mod details;

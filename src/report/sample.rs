@@ -171,6 +171,7 @@ fn manifest(spec: &SampleSpec) -> Manifest {
             failed: 0,
             missing: 0,
         },
+        source: None,
     }
 }
 
@@ -249,6 +250,7 @@ fn cell_entry(spec: &SampleSpec, x: usize, y: usize, s: usize) -> CellEntry {
         reason: None,
         params: params(spec, Some((x, y)), s),
         control: Some(format!("control{s}")),
+        original: None,
     }
 }
 
@@ -261,6 +263,7 @@ fn control_entry(spec: &SampleSpec, s: usize) -> ControlEntry {
         z_index: 0,
         seed_index: s,
         params: params(spec, None, s),
+        original: None,
     }
 }
 
