@@ -150,7 +150,65 @@ pub(crate) fn common_lr(
     Ok(max)
 }
 
+/// Adam's bias correction of the step size when `use_bias_correction` is on, else 1.
+fn bias_correction(c: &DAdaptAdamConfig, k: u64) -> f64 {
+    let (b1, b2) = c.betas;
+    let kp1 = (k + 1) as f64;
+    if c.use_bias_correction {
+        (1.0 - b2.powf(kp1)).sqrt() / (1.0 - b1.powf(kp1))
+    } else {
+        1.0
+    }
+}
+
 impl DAdaptAdam {
+    /// The first pass over every group; returns (Σ dlr·⟨g, s/(√v + eps)⟩, Σ|s|).
+    fn gather(
+        &self,
+        groups: &mut [ParamGroup],
+        states: &mut [Vec<Moments>],
+        lr_factor: f64,
+        dlr: f64,
+    ) -> (f64, f64) {
+        let (mut numerator, mut sk_l1) = (0.0, 0.0);
+        for (group, st) in groups.iter_mut().zip(states) {
+            let k = self.pass1_scalars(group, group.lr * lr_factor, dlr);
+            let parts: Vec<(f64, f64)> = group
+                .params
+                .par_iter_mut()
+                .zip(st.par_iter_mut())
+                .map(|(p, s)| pass1(&p.value, &mut p.grad, s, &k))
+                .collect();
+            for (num, l1) in parts {
+                numerator += dlr * num;
+                sk_l1 += l1;
+            }
+        }
+        (numerator, sk_l1)
+    }
+
+    /// The parameter step of every group (decoupled decay with this step's `dlr`).
+    fn apply(&self, groups: &mut [ParamGroup], states: &[Vec<Moments>], dlr: f64) {
+        let c = &self.config;
+        for (group, st) in groups.iter_mut().zip(states) {
+            let wd = group.weight_decay.unwrap_or(c.weight_decay);
+            let decay = (wd != 0.0 && c.decouple).then_some((-wd * dlr) as f32);
+            let eps = c.eps as f32;
+            group
+                .params
+                .par_iter_mut()
+                .zip(st.par_iter())
+                .for_each(|(p, s)| pass2(&mut p.value, s, eps, decay));
+        }
+    }
+
+    /// Each group's `d·lr`, as kohya logs it.
+    fn report(&self, groups: &[ParamGroup], lr_factor: f64) -> StepReport {
+        StepReport {
+            lrs: groups.iter().map(|g| self.d * g.lr * lr_factor).collect(),
+        }
+    }
+
     fn pass1_scalars(&self, group: &ParamGroup, lr: f64, dlr: f64) -> Pass1 {
         let c = &self.config;
         let (b1, b2) = c.betas;
@@ -189,57 +247,24 @@ impl Optimizer for DAdaptAdam {
             v: vec![0.0; p.value.len()],
         });
         let c = self.config;
-        let (b1, b2) = c.betas;
-        let kp1 = (self.k + 1) as f64;
-        let bc = if c.use_bias_correction {
-            (1.0 - b2.powf(kp1)).sqrt() / (1.0 - b1.powf(kp1))
-        } else {
-            1.0
-        };
-        let dlr = self.d * lr * bc;
-        let sqrt_b2 = b2.sqrt();
+        let dlr = self.d * lr * bias_correction(&c, self.k);
+        let sqrt_b2 = c.betas.1.sqrt();
         let mut states = std::mem::take(&mut self.states);
-        let (mut numerator, mut sk_l1) = (0.0, 0.0);
-        for (group, st) in groups.iter_mut().zip(&mut states) {
-            let k = self.pass1_scalars(group, group.lr * lr_factor, dlr);
-            let parts: Vec<(f64, f64)> = group
-                .params
-                .par_iter_mut()
-                .zip(st.par_iter_mut())
-                .map(|(p, s)| pass1(&p.value, &mut p.grad, s, &k))
-                .collect();
-            for (num, l1) in parts {
-                numerator += dlr * num;
-                sk_l1 += l1;
-            }
-        }
+        let (numerator, sk_l1) = self.gather(groups, &mut states, lr_factor, dlr);
         let numerator_weighted = sqrt_b2 * self.numerator_weighted + (1.0 - sqrt_b2) * numerator;
         if sk_l1 == 0.0 {
             self.states = states;
-            return Ok(StepReport {
-                lrs: groups.iter().map(|g| self.d * g.lr * lr_factor).collect(),
-            });
+            return Ok(self.report(groups, lr_factor));
         }
         if lr > 0.0 {
             let d_hat = numerator_weighted / ((1.0 - sqrt_b2) * sk_l1);
             self.d = self.d.max(d_hat.min(self.d * c.growth_rate));
         }
         self.numerator_weighted = numerator_weighted;
-        for (group, st) in groups.iter_mut().zip(&states) {
-            let wd = group.weight_decay.unwrap_or(c.weight_decay);
-            let decay = (wd != 0.0 && c.decouple).then_some((-wd * dlr) as f32);
-            let eps = c.eps as f32;
-            group
-                .params
-                .par_iter_mut()
-                .zip(st.par_iter())
-                .for_each(|(p, s)| pass2(&mut p.value, s, eps, decay));
-        }
+        self.apply(groups, &states, dlr);
         self.states = states;
         self.k += 1;
-        Ok(StepReport {
-            lrs: groups.iter().map(|g| self.d * g.lr * lr_factor).collect(),
-        })
+        Ok(self.report(groups, lr_factor))
     }
 
     fn steps(&self) -> u64 {

@@ -217,56 +217,16 @@ impl Optimizer for Prodigy {
                 .collect();
             self.states = fresh;
         }
-        let c = self.config;
-        let (b1, b2) = c.betas;
-        let kp1 = (self.k + 1) as f64;
-        let bc = if c.use_bias_correction {
-            (1.0 - b2.powf(kp1)).sqrt() / (1.0 - b1.powf(kp1))
-        } else {
-            1.0
-        };
-        let dlr = self.d * lr * bc;
+        let dlr = self.d * lr * bias_correction(&self.config, self.k);
         let d_numerator = self.d_numerator * self.beta3();
         let mut states = std::mem::take(&mut self.states);
-        let (mut delta, mut d_denom) = (0.0, 0.0);
-        for (group, st) in groups.iter_mut().zip(&mut states) {
-            let k = self.pass1_scalars(group, group.lr * lr_factor, dlr);
-            let parts: Vec<(f64, f64)> = group
-                .params
-                .par_iter_mut()
-                .zip(st.par_iter_mut())
-                .map(|(p, s)| pass1(&p.value, &mut p.grad, s, &k))
-                .collect();
-            for (num, l1) in parts {
-                delta += (self.d / c.d0) * dlr * num;
-                d_denom += l1;
-            }
-        }
+        let (delta, d_denom) = self.gather(groups, &mut states, lr_factor, dlr);
         if d_denom == 0.0 {
             self.states = states;
             return Ok(self.report(groups, lr_factor));
         }
-        self.d_numerator = d_numerator;
-        if lr > 0.0 {
-            self.d_numerator = d_numerator + delta;
-            let d_hat = c.d_coef * self.d_numerator / d_denom;
-            if self.d == c.d0 {
-                self.d = self.d.max(d_hat);
-            }
-            self.d_max = self.d_max.max(d_hat);
-            self.d = self.d_max.min(self.d * c.growth_rate);
-        }
-        let d_eps = (self.d * c.eps) as f32;
-        let step = if b1 > 0.0 { -dlr } else { -dlr * self.d } as f32;
-        for (group, st) in groups.iter_mut().zip(&states) {
-            let wd = group.weight_decay.unwrap_or(c.weight_decay);
-            let decay = (wd != 0.0 && c.decouple).then_some((-wd * dlr) as f32);
-            group
-                .params
-                .par_iter_mut()
-                .zip(st.par_iter())
-                .for_each(|(p, s)| pass2(&mut p.value, &p.grad, s, d_eps, step, decay));
-        }
+        self.update_d(lr, d_numerator, delta, d_denom);
+        self.apply(groups, &states, dlr);
         self.states = states;
         self.k += 1;
         Ok(self.report(groups, lr_factor))
@@ -316,7 +276,74 @@ impl Optimizer for Prodigy {
     }
 }
 
+/// Adam's bias correction of the step size when `use_bias_correction` is on, else 1.
+fn bias_correction(c: &ProdigyConfig, k: u64) -> f64 {
+    let (b1, b2) = c.betas;
+    let kp1 = (k + 1) as f64;
+    if c.use_bias_correction {
+        (1.0 - b2.powf(kp1)).sqrt() / (1.0 - b1.powf(kp1))
+    } else {
+        1.0
+    }
+}
+
 impl Prodigy {
+    /// The first pass over every group; returns (Σ d/d0·dlr·⟨g, p0 − p⟩, Σ|s|).
+    fn gather(
+        &self,
+        groups: &mut [ParamGroup],
+        states: &mut [Vec<Moments>],
+        lr_factor: f64,
+        dlr: f64,
+    ) -> (f64, f64) {
+        let (mut delta, mut d_denom) = (0.0, 0.0);
+        for (group, st) in groups.iter_mut().zip(states) {
+            let k = self.pass1_scalars(group, group.lr * lr_factor, dlr);
+            let parts: Vec<(f64, f64)> = group
+                .params
+                .par_iter_mut()
+                .zip(st.par_iter_mut())
+                .map(|(p, s)| pass1(&p.value, &mut p.grad, s, &k))
+                .collect();
+            for (num, l1) in parts {
+                delta += (self.d / self.config.d0) * dlr * num;
+                d_denom += l1;
+            }
+        }
+        (delta, d_denom)
+    }
+
+    /// The new D estimate from the decayed numerator, this step's part of it and the denominator.
+    fn update_d(&mut self, lr: f64, d_numerator: f64, delta: f64, d_denom: f64) {
+        let c = &self.config;
+        self.d_numerator = d_numerator;
+        if lr > 0.0 {
+            self.d_numerator = d_numerator + delta;
+            let d_hat = c.d_coef * self.d_numerator / d_denom;
+            if self.d == c.d0 {
+                self.d = self.d.max(d_hat);
+            }
+            self.d_max = self.d_max.max(d_hat);
+            self.d = self.d_max.min(self.d * c.growth_rate);
+        }
+    }
+
+    /// The parameter step of every group with the step size `dlr` of this step.
+    fn apply(&self, groups: &mut [ParamGroup], states: &[Vec<Moments>], dlr: f64) {
+        let c = &self.config;
+        let d_eps = (self.d * c.eps) as f32;
+        let step = if c.betas.0 > 0.0 { -dlr } else { -dlr * self.d } as f32;
+        for (group, st) in groups.iter_mut().zip(states) {
+            let wd = group.weight_decay.unwrap_or(c.weight_decay);
+            let decay = (wd != 0.0 && c.decouple).then_some((-wd * dlr) as f32);
+            group
+                .params
+                .par_iter_mut()
+                .zip(st.par_iter())
+                .for_each(|(p, s)| pass2(&mut p.value, &p.grad, s, d_eps, step, decay));
+        }
+    }
+
     /// Each group's `d·lr`, as kohya logs it.
     fn report(&self, groups: &[ParamGroup], lr_factor: f64) -> StepReport {
         StepReport {
