@@ -78,7 +78,11 @@ fn gui_style_file_reads_every_key_loraeval_uses() {
         .iter()
         .map(|i| i.split(" = ").next().unwrap())
         .collect();
-    assert_eq!(keys, ["color_aug", "huber_c", "sample_prompts"], "{ignored:?}");
+    assert_eq!(
+        keys,
+        ["color_aug", "huber_c", "sample_prompts"],
+        "{ignored:?}"
+    );
     let settings = config.resolve().unwrap();
     assert_eq!(settings.network.conv_dim(), Some(8));
     assert_eq!(settings.network.conv_alpha(), Some(4.0));
@@ -92,13 +96,20 @@ fn unknown_key_is_an_error_naming_key_file_and_the_near_miss() {
     assert!(error.contains("train.toml"), "{error}");
     assert!(error.contains("`network_dimm`"), "{error}");
     assert!(error.contains("did you mean `network_dim`"), "{error}");
-    let error = parse("[section]\ncompletely_made_up = 1\n").unwrap_err().to_string();
-    assert!(error.contains("`completely_made_up`") && !error.contains("did you mean"), "{error}");
+    let error = parse("[section]\ncompletely_made_up = 1\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("`completely_made_up`") && !error.contains("did you mean"),
+        "{error}"
+    );
 }
 
 #[test]
 fn wrong_types_are_errors_naming_the_key() {
-    let error = parse("train_batch_size = \"two\"\n").unwrap_err().to_string();
+    let error = parse("train_batch_size = \"two\"\n")
+        .unwrap_err()
+        .to_string();
     assert!(
         error.contains("train.toml") && error.contains("`train_batch_size` must be a whole number"),
         "{error}"
