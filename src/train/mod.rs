@@ -10,10 +10,9 @@
 //! * [`settings`]: the resolved settings (kohya's defaults filled in).
 //! * [`metadata`]: kohya's `ss_*` and `modelspec.*` metadata of a saved file.
 //! * [`save`]: writing a kohya LoRA `.safetensors` file with its `ss_*` metadata and `sshs_*` hashes.
+//! * [`prepare`]: face-centred square crops, caption stubs and a QA list from raw photos.
 //! * [`pyfmt`]: Python's `str()` and `json.dumps()` of values, as kohya's metadata holds them.
 //! * [`rng`]: the seeded generator of caption processing.
-//! * [`optim`]: the optimizers (AdamW, AdamW8bit, Adafactor, DAdaptAdam, Prodigy), learning-rate schedules and
-//!   gradient clipping, each checked against its reference package.
 //!
 //! The training loop itself (reverse pass, optimizers) is not here yet.
 
@@ -21,8 +20,8 @@ pub mod buckets;
 pub mod config;
 pub mod dataset;
 pub mod metadata;
-pub mod optim;
 pub mod plan;
+pub mod prepare;
 pub mod pyfmt;
 pub mod rng;
 pub mod save;
