@@ -12,6 +12,7 @@ mod inspect;
 mod pick;
 mod progress;
 mod score;
+mod train;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -47,6 +48,14 @@ enum Command {
     Report(pick::ReportArgs),
     /// Describe a LoRA file: format, ranks, alphas, targeted modules, likely base model, training metadata.
     Inspect(inspect::InspectArgs),
+    /// kohya's numbers for a dataset plan: repeats = max steps / (images × epochs), the NN_name folder,
+    /// batches, epochs and total optimization steps.
+    Plan(train::PlanArgs),
+    /// Train a kohya-compatible LoRA (kohya's options and TOML config). Only --dry-run works yet: it checks
+    /// the dataset and prints kohya's start-of-run summary and the files a run will write.
+    Train(Box<train::TrainArgs>),
+    /// Face-centred square crops of raw photos for a kohya folder (image/NN_name), caption stubs, QA list.
+    Prepare(train::PrepareArgs),
 }
 
 /// Entry point of the binary: parses arguments, runs the command, prints errors with their causes.
@@ -62,6 +71,9 @@ pub fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args).map(|()| ExitCode::SUCCESS),
         Command::Pick(args) => pick::run(args),
         Command::Report(args) => pick::run_report(args),
+        Command::Plan(args) => train::run_plan(args).map(|()| ExitCode::SUCCESS),
+        Command::Train(args) => train::run_train(*args).map(|()| ExitCode::SUCCESS),
+        Command::Prepare(args) => train::run_prepare(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
