@@ -13,6 +13,8 @@
 //! * [`prepare`]: face-centred square crops, caption stubs and a QA list from raw photos.
 //! * [`pyfmt`]: Python's `str()` and `json.dumps()` of values, as kohya's metadata holds them.
 //! * [`rng`]: the seeded generator of caption processing.
+//! * [`optim`]: the optimizers (AdamW, AdamW8bit, Adafactor, DAdaptAdam, Prodigy), learning-rate schedules and
+//!   gradient clipping, each checked against its reference package.
 //!
 //! The training loop itself (reverse pass, optimizers) is not here yet.
 
@@ -20,6 +22,7 @@ pub mod buckets;
 pub mod config;
 pub mod dataset;
 pub mod metadata;
+pub mod optim;
 pub mod plan;
 pub mod prepare;
 pub mod pyfmt;
