@@ -1,7 +1,8 @@
 //! `grid.json`, the run folder's manifest that later steps (scores, recommendation, report) and scripts read:
 //! axes with values and labels, seeds, base settings, the grid images, every cell with its image path,
 //! settings, LoRA files, status and control, and every control (the cells' settings without LoRAs, rendered by the
-//! base model). A `grid.json` written before controls existed reads with no controls.
+//! base model). A `grid.json` written before controls existed reads with no controls. A run made by `loraeval
+//! import` from images the webui rendered says so in `source` and names each image's original file.
 
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +26,10 @@ pub struct Manifest {
     #[serde(default)]
     pub controls: Vec<ControlEntry>,
     pub summary: SummaryEntry,
+    /// Who rendered the images: absent for loraeval's own renders, `"a1111"` (or `"comfyui"`) for a run
+    /// `loraeval import` made from the webui's output images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -112,6 +117,9 @@ pub struct CellEntry {
     /// The key of this cell's control in [`Manifest::controls`] (cells with LoRAs, when controls are on).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control: Option<String>,
+    /// Imported runs: the image file the cell was imported from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<String>,
 }
 
 /// A control: a cell's settings with its LoRA tags removed, rendered by the base model alone.
@@ -129,6 +137,9 @@ pub struct ControlEntry {
     pub seed_index: usize,
     /// Its settings (prompt without LoRA tags, no LoRAs).
     pub params: ParamsEntry,
+    /// Imported runs: the image file the control was imported from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -210,6 +221,7 @@ impl Manifest {
                 .map(|(control, status)| control_entry(control, status))
                 .collect(),
             summary,
+            source: None,
         }
     }
 }
@@ -245,6 +257,7 @@ fn cell_entry(cell: &CellRequest, status: &CellStatus) -> CellEntry {
         reason: status.reason(),
         params: params(&cell.settings, &cell.loras),
         control: cell.control.clone(),
+        original: None,
     }
 }
 
@@ -257,6 +270,7 @@ fn control_entry(control: &CellRequest, status: &CellStatus) -> ControlEntry {
         z_index: control.z_index,
         seed_index: control.seed_index,
         params: params(&control.settings, &control.loras),
+        original: None,
     }
 }
 
