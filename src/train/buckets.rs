@@ -173,7 +173,7 @@ fn adjusted_min_max(settings: &BucketSettings) -> Result<(u32, u32), BucketError
         return Err(BucketError::ZeroStep);
     }
     let min = settings.min_reso - settings.min_reso % step;
-    let max = if settings.max_reso % step == 0 {
+    let max = if settings.max_reso.is_multiple_of(step) {
         settings.max_reso
     } else {
         settings.max_reso + step - settings.max_reso % step

@@ -659,7 +659,7 @@ fn caption_dropped(options: &CaptionOptions, epoch: u32, rng: &mut TrainRng) -> 
     let random_drop =
         options.caption_dropout_rate > 0.0 && rng.next_f64() < options.caption_dropout_rate;
     let every_n = options.caption_dropout_every_n_epochs;
-    random_drop || (every_n > 0 && epoch % every_n == 0)
+    random_drop || (every_n > 0 && epoch.is_multiple_of(every_n))
 }
 
 fn shuffle_parts(caption: &str, options: &CaptionOptions, rng: &mut TrainRng) -> String {

@@ -304,7 +304,7 @@ fn planned_saves(
 ) -> Vec<PlannedSave> {
     let mut saves: Vec<PlannedSave> = match save_every_n_epochs {
         Some(every) => (1..num_epochs)
-            .filter(|e| e % every == 0)
+            .filter(|e| e.is_multiple_of(every))
             .map(|epoch| PlannedSave {
                 epoch,
                 steps: epoch * update_steps_per_epoch,
@@ -583,7 +583,7 @@ mod tests {
             is_reg: false,
             image_sizes: vec![(512, 512), (1024, 1024), (800, 800), (1500, 1000)],
         };
-        let p = plan(&[subset.clone()], &settings).unwrap();
+        let p = plan(std::slice::from_ref(&subset), &settings).unwrap();
         assert_eq!(
             p.buckets,
             [
