@@ -16,7 +16,7 @@
 //! * [`optim`]: the optimizers (AdamW, AdamW8bit, Adafactor, DAdaptAdam, Prodigy), learning-rate schedules and
 //!   gradient clipping, each checked against its reference package.
 //!
-//! The training loop itself (reverse pass, optimizers) is not here yet.
+//! The training loop itself (the reverse pass) is not here yet.
 
 pub mod buckets;
 pub mod config;
