@@ -3,11 +3,12 @@
 //! `cargo run --release --example kernel_bench [-- FILTER] [--reps N] [--tile COLS | --direct | --winograd]
 //! [--blocks BQ,BK] [--ours]`
 //! prints one line per op: best of N runs after a warm-up, ms and GFLOP/s, with the 1-minute load average read
-//! before each measurement (the development machine is shared, so compare only lines taken at low load).
-//! `--ours` skips the candle baselines; `--tile`/`--blocks` override the kernels' tile sizes for tuning; `--tile`
-//! forces the im2col convolution, `--direct` the direct AVX-512 one, `--winograd` the Winograd one (default: the
-//! automatic choice). Conv GFLOP/s always count the direct method's FLOPs (`2·9·c_in` per output value).
-//! Compare with `scripts/bench_ops_torch.py` (PyTorch, same shapes).
+//! before each measurement (the development machine is shared, so compare only lines taken at low load). The first
+//! lines name the threads and the kernels' instruction-set path (`LORAEVAL_KERNELS=portable|avx2|avx512` selects
+//! another one the CPU runs). `--ours` skips the candle baselines; `--tile`/`--blocks` override the kernels' tile
+//! sizes for tuning; `--tile` forces the im2col convolution, `--direct` the direct AVX-512 one, `--winograd` the
+//! Winograd one (default: the automatic choice). Conv GFLOP/s always count the direct method's FLOPs (`2·9·c_in`
+//! per output value). Compare with `scripts/bench_ops_torch.py` (PyTorch, same shapes).
 //!
 //! `--model unet|vae --size PIXELS` instead times whole SD1.5 models with random weights (UNet: one CFG step,
 //! batch 2; VAE: one decode): every run's wall and process CPU time, so figures can be compared on a loaded machine;
@@ -27,6 +28,7 @@ use loraeval::model::kernels::attention::{
 use loraeval::model::kernels::conv::{
     conv2d, conv2d_add, conv2d_with_tile, ConvAdd, ConvAlgorithm, PackedConvWeight,
 };
+use loraeval::model::kernels::isa;
 use loraeval::model::kernels::linear::linear;
 use loraeval::model::kernels::take_kernel_times;
 use loraeval::model::random_weights::RandomWeights;
@@ -291,6 +293,11 @@ fn bench_model(options: &Options, model: &str) -> Result<()> {
 fn main() -> Result<()> {
     let options = parse_options()?;
     println!("threads {}", rayon::current_num_threads());
+    // The kernels' instruction-set path (`LORAEVAL_KERNELS=portable|avx2|avx512` picks another one).
+    println!("kernels {}", isa::selected());
+    if let Some(problem) = isa::override_problem() {
+        println!("{problem}");
+    }
     if let Some(model) = &options.model {
         return bench_model(&options, model);
     }

@@ -11,6 +11,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::attention_avx2;
+use super::isa::{Cpu, Isa};
 use super::simd::{column_exp2_sub_sum, column_max, scale_rows};
 use super::storage::{
     check_f32, dims, tensor_from_vec, threads, with_f32_rows, with_f32_slice, KernelError,
@@ -137,7 +138,15 @@ pub fn scaled_dot_product_attention_tokens(
                     out: Strides::tokens(heads, dv, vw, lq * vw),
                 };
                 let (query_block, key_block) = default_blocks();
-                run(&shape, q, k, v, &mut out, query_block, key_block);
+                run(
+                    Cpu::current(),
+                    &shape,
+                    q,
+                    k,
+                    v,
+                    &mut out,
+                    (query_block, key_block),
+                );
                 Ok(())
             })
         })
@@ -248,13 +257,13 @@ pub fn scaled_dot_product_attention_with_blocks(
         with_f32_slice(k, |k| {
             with_f32_slice(v, |v| {
                 run(
+                    Cpu::current(),
                     &shape,
                     q,
                     k,
                     v,
                     &mut out,
-                    query_block.max(1),
-                    key_block.max(1),
+                    (query_block.max(1), key_block.max(1)),
                 );
                 Ok(())
             })
@@ -282,33 +291,35 @@ struct Scratch {
     o: Vec<f32>,
 }
 
+/// The attention on path `cpu` with score tiles of `query_block × key_block`.
 fn run(
+    cpu: Cpu,
     shape: &Dims,
     q: &[f32],
     k: &[f32],
     v: &[f32],
     out: &mut [f32],
-    query_block: usize,
-    key_block: usize,
+    (query_block, key_block): (usize, usize),
 ) {
-    timed("attention", || {
-        run_tasks(shape, q, k, v, out, query_block, key_block)
+    timed("attention", cpu, || {
+        run_tasks(cpu, shape, q, k, v, out, (query_block, key_block))
     })
 }
 
 fn run_tasks(
+    cpu: Cpu,
     shape: &Dims,
     q: &[f32],
     k: &[f32],
     v: &[f32],
     out: &mut [f32],
-    query_block: usize,
-    key_block: usize,
+    (query_block, key_block): (usize, usize),
 ) {
     let query_block = balanced_query_block(shape, query_block);
     let blocks_per_head = shape.lq.div_ceil(query_block);
     let key_block = key_block.min(shape.lk);
-    let packed = attention_avx2::available().then(|| PackedKeyValues::new(shape, k, v, key_block));
+    // The AVX2 products on the AVX2 path; `gemm` (with its own AVX-512 kernels where the CPU has them) otherwise.
+    let packed = (cpu.isa() == Isa::Avx2).then(|| PackedKeyValues::new(shape, k, v, key_block));
     let out = SharedMut::new(out);
     (0..shape.heads * blocks_per_head)
         .into_par_iter()
@@ -332,7 +343,7 @@ fn run_tasks(
                 offset: shape.out.base(head) + row0 * shape.out.row_stride,
                 row_stride: shape.out.row_stride,
             };
-            attend_block(shape, q, key_values, out, rows, key_block, scratch);
+            attend_block(cpu, shape, q, key_values, out, rows, key_block, scratch);
         });
 }
 
@@ -449,6 +460,7 @@ fn padded_stride(rows: usize) -> usize {
 /// (`o[c·rows + r]`), so the rescale by `2^(m_old − m_new)` is vectorised across rows as well.
 #[allow(clippy::too_many_arguments)]
 fn attend_block(
+    cpu: Cpu,
     shape: &Dims,
     q: &[f32],
     key_values: KeyValues,
@@ -499,19 +511,19 @@ fn attend_block(
         match key_values {
             KeyValues::Packed { k, k_block, .. } => {
                 let (k, s) = (&k[block * k_block..], &mut sc.s);
-                attention_avx2::scores_with_max((&sc.q, lanes), k, d, keys, s, &mut sc.m_new);
+                attention_avx2::scores_with_max(cpu, (&sc.q, lanes), k, d, keys, s, &mut sc.m_new);
             }
             KeyValues::Rows { k, .. } => {
                 let k = &k[key0 * shape.k.row_stride..];
                 scores_key_major(&sc.q, k, shape.k.row_stride, &mut sc.s, rows, keys, d);
-                column_max(&sc.s, keys, rows, &mut sc.m_new);
+                column_max(cpu, &sc.s, keys, rows, &mut sc.m_new);
             }
         }
-        online_softmax(sc, rows, lanes, keys, dv);
+        online_softmax(cpu, sc, (rows, lanes), keys, dv);
         match key_values {
             KeyValues::Packed { v, v_block, .. } => {
                 let v = &v[block * v_block..];
-                attention_avx2::weighted_values(&sc.s, (rows, lanes), v, keys, dv, &mut sc.o);
+                attention_avx2::weighted_values(cpu, &sc.s, (rows, lanes), v, keys, dv, &mut sc.o);
             }
             KeyValues::Rows { v, .. } => {
                 let v = &v[key0 * shape.v.row_stride..];
@@ -598,7 +610,13 @@ fn scores_key_major(
 
 /// Turns the key-major score tile (column stride `lanes`) into probabilities `2^(s − m_new)` (`m_new`: the
 /// running max including this tile), updating the running max/sum and rescaling the accumulated output rows.
-fn online_softmax(sc: &mut Scratch, rows: usize, lanes: usize, keys: usize, dv: usize) {
+fn online_softmax(
+    cpu: Cpu,
+    sc: &mut Scratch,
+    (rows, lanes): (usize, usize),
+    keys: usize,
+    dv: usize,
+) {
     let mut grew = false;
     for r in 0..rows {
         let (old, new) = (sc.m[r], sc.m_new[r]);
@@ -607,10 +625,10 @@ fn online_softmax(sc: &mut Scratch, rows: usize, lanes: usize, keys: usize, dv: 
         sc.l[r] *= sc.correction[r];
     }
     if grew {
-        scale_rows(&mut sc.o[..lanes * dv], lanes, &sc.correction);
+        scale_rows(cpu, &mut sc.o[..lanes * dv], lanes, &sc.correction);
     }
     sc.m.copy_from_slice(&sc.m_new);
-    column_exp2_sub_sum(&mut sc.s, keys, lanes, &sc.m, &mut sc.l);
+    column_exp2_sub_sum(cpu, &mut sc.s, keys, lanes, &sc.m, &mut sc.l);
 }
 
 /// `o[c·rows + r] += Σ_j p[j·rows + r]·v[j, c]` for `rows × dv` (rows of `v` are `v_rs` apart).

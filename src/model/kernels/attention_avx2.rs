@@ -1,5 +1,5 @@
-//! The two products of the fused attention for AVX2 + FMA CPUs without AVX-512 (where `gemm`'s own kernels are
-//! used), with no packing of the score tile: scores `S = K·Qᵀ` key-major with the running column max taken from
+//! The two products of the fused attention on the AVX2 path (AVX2 + FMA CPUs without AVX-512; the other paths use
+//! `gemm`'s kernels), with no packing of the score tile: scores `S = K·Qᵀ` key-major with the running column max taken from
 //! the registers, and `O += Pᵀ·V` reading the key-major probabilities in place.
 //!
 //! Both are 16 query rows (2 ymm) × 6 keys / value columns register blocks (12 accumulators), the layout the
@@ -8,34 +8,67 @@
 //! into groups of 6 (`pack_keys`, `pack_values`), so that the kernels read them as one contiguous stream.
 
 #[cfg(target_arch = "x86_64")]
-pub(crate) use imp::{
-    available, pack_keys, pack_values, packed_keys_len, packed_values_len, scores_with_max,
-    weighted_values,
-};
+pub(crate) use imp::{scores_with_max, weighted_values};
 
 /// Query rows per register block.
 pub(crate) const LANES: usize = 16;
+
+/// Keys or value columns per register block.
+const NB: usize = 6;
+
+/// Floats [`pack_keys`] writes for `keys` keys of `d` values.
+pub(crate) fn packed_keys_len(keys: usize, d: usize) -> usize {
+    keys.div_ceil(NB) * d * NB
+}
+
+/// Floats [`pack_values`] writes for `keys` keys of `dv` values.
+pub(crate) fn packed_values_len(keys: usize, dv: usize) -> usize {
+    dv.div_ceil(NB) * keys * NB
+}
+
+/// Keys `0..keys` (rows `k_rs` apart, `d` values each) as groups of 6 `[group][c][6]`, the last group padded
+/// with copies of the last key: the score kernel's broadcasts then read one contiguous stream (in the token
+/// layout the rows are 1280 bytes apart and 512 of them fall into 16 L1 sets).
+pub(crate) fn pack_keys(k: &[f32], k_rs: usize, d: usize, keys: usize, dst: &mut [f32]) {
+    assert!(keys > 0 && k.len() >= (keys - 1) * k_rs + d);
+    let dst = &mut dst[..packed_keys_len(keys, d)];
+    for (g, group) in dst.chunks_exact_mut(d * NB).enumerate() {
+        for j in 0..NB {
+            let key = (g * NB + j).min(keys - 1);
+            for (c, &value) in k[key * k_rs..][..d].iter().enumerate() {
+                group[c * NB + j] = value;
+            }
+        }
+    }
+}
+
+/// Value columns `0..dv` of keys `0..keys` (rows `v_rs` apart) as groups of 6 columns `[group][key][6]`, the
+/// last group padded with copies of the last column.
+pub(crate) fn pack_values(v: &[f32], v_rs: usize, dv: usize, keys: usize, dst: &mut [f32]) {
+    assert!(keys > 0 && dv > 0 && v.len() >= (keys - 1) * v_rs + dv);
+    let dst = &mut dst[..packed_values_len(keys, dv)];
+    for (g, group) in dst.chunks_exact_mut(keys * NB).enumerate() {
+        for (j, out) in group.chunks_exact_mut(NB).enumerate() {
+            let row = &v[j * v_rs..][..dv];
+            for (c, o) in out.iter_mut().enumerate() {
+                *o = row[(g * NB + c).min(dv - 1)];
+            }
+        }
+    }
+}
 
 #[cfg(target_arch = "x86_64")]
 mod imp {
     use std::arch::x86_64::*;
 
-    use super::LANES;
-
-    /// Keys or value columns per register block.
-    const NB: usize = 6;
-
-    /// Whether this CPU takes these kernels: AVX2 and FMA, no AVX-512F.
-    pub(crate) fn available() -> bool {
-        is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
-            && !is_x86_feature_detected!("avx512f")
-    }
+    use super::{packed_keys_len, packed_values_len, LANES, NB};
+    use crate::model::kernels::isa::Cpu;
 
     /// `s[j·stride + r] = Σ_c k[j·k_rs + c]·qt[c·stride + r]` for `keys` keys and the query rows `r < max.len()`
     /// rounded up to 16 (`qt`: the queries transposed, `d × stride`), and `max[r] = max(max[r], s[j·stride + r])`
-    /// over all keys for `r < max.len()`. Callers check [`available`].
+    /// over all keys for `r < max.len()`. Panics unless `cpu` has AVX2 + FMA.
     pub(crate) fn scores_with_max(
+        cpu: Cpu,
         (qt, stride): (&[f32], usize),
         packed_keys: &[f32],
         d: usize,
@@ -44,53 +77,12 @@ mod imp {
         max: &mut [f32],
     ) {
         let rows = max.len().next_multiple_of(LANES);
-        assert!(available() && rows <= stride && qt.len() >= d * stride);
+        assert!(cpu.avx2() && rows <= stride && qt.len() >= d * stride);
         assert!(
             keys > 0 && packed_keys.len() >= packed_keys_len(keys, d) && s.len() >= keys * stride
         );
         // SAFETY: AVX2 and FMA are available; every pointer below stays inside the slices checked above.
         unsafe { scores_avx2(qt, packed_keys, d, keys, s, max, (rows, stride)) }
-    }
-
-    /// Floats [`pack_keys`] writes for `keys` keys of `d` values.
-    pub(crate) fn packed_keys_len(keys: usize, d: usize) -> usize {
-        keys.div_ceil(NB) * d * NB
-    }
-
-    /// Floats [`pack_values`] writes for `keys` keys of `dv` values.
-    pub(crate) fn packed_values_len(keys: usize, dv: usize) -> usize {
-        dv.div_ceil(NB) * keys * NB
-    }
-
-    /// Keys `0..keys` (rows `k_rs` apart, `d` values each) as groups of 6 `[group][c][6]`, the last group padded
-    /// with copies of the last key: the score kernel's broadcasts then read one contiguous stream (in the token
-    /// layout the rows are 1280 bytes apart and 512 of them fall into 16 L1 sets).
-    pub(crate) fn pack_keys(k: &[f32], k_rs: usize, d: usize, keys: usize, dst: &mut [f32]) {
-        assert!(keys > 0 && k.len() >= (keys - 1) * k_rs + d);
-        let dst = &mut dst[..packed_keys_len(keys, d)];
-        for (g, group) in dst.chunks_exact_mut(d * NB).enumerate() {
-            for j in 0..NB {
-                let key = (g * NB + j).min(keys - 1);
-                for (c, &value) in k[key * k_rs..][..d].iter().enumerate() {
-                    group[c * NB + j] = value;
-                }
-            }
-        }
-    }
-
-    /// Value columns `0..dv` of keys `0..keys` (rows `v_rs` apart) as groups of 6 columns `[group][key][6]`, the
-    /// last group padded with copies of the last column.
-    pub(crate) fn pack_values(v: &[f32], v_rs: usize, dv: usize, keys: usize, dst: &mut [f32]) {
-        assert!(keys > 0 && dv > 0 && v.len() >= (keys - 1) * v_rs + dv);
-        let dst = &mut dst[..packed_values_len(keys, dv)];
-        for (g, group) in dst.chunks_exact_mut(keys * NB).enumerate() {
-            for (j, out) in group.chunks_exact_mut(NB).enumerate() {
-                let row = &v[j * v_rs..][..dv];
-                for (c, o) in out.iter_mut().enumerate() {
-                    *o = row[(g * NB + c).min(dv - 1)];
-                }
-            }
-        }
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -140,8 +132,9 @@ mod imp {
     }
 
     /// `o[c·stride + r] += Σ_j p[j·stride + r]·v[j·v_rs + c]` for `keys` keys, `dv` value columns and `rows` rows
-    /// rounded up to 16. Callers check [`available`].
+    /// rounded up to 16. Panics unless `cpu` has AVX2 + FMA.
     pub(crate) fn weighted_values(
+        cpu: Cpu,
         p: &[f32],
         (rows, stride): (usize, usize),
         packed_values: &[f32],
@@ -150,7 +143,7 @@ mod imp {
         o: &mut [f32],
     ) {
         let rows = rows.next_multiple_of(LANES);
-        assert!(available() && rows <= stride && dv > 0 && o.len() >= dv * stride);
+        assert!(cpu.avx2() && rows <= stride && dv > 0 && o.len() >= dv * stride);
         assert!(
             keys > 0
                 && packed_values.len() >= packed_values_len(keys, dv)
@@ -198,12 +191,8 @@ mod imp {
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-pub(crate) fn available() -> bool {
-    false
-}
-
-#[cfg(not(target_arch = "x86_64"))]
 pub(crate) fn scores_with_max(
+    _: super::isa::Cpu,
     _: (&[f32], usize),
     _: &[f32],
     _: usize,
@@ -211,11 +200,12 @@ pub(crate) fn scores_with_max(
     _: &mut [f32],
     _: &mut [f32],
 ) {
-    unreachable!("only called when available() is true")
+    unreachable!("the AVX2 path does not exist on this architecture")
 }
 
 #[cfg(not(target_arch = "x86_64"))]
 pub(crate) fn weighted_values(
+    _: super::isa::Cpu,
     _: &[f32],
     _: (usize, usize),
     _: &[f32],
@@ -223,25 +213,5 @@ pub(crate) fn weighted_values(
     _: usize,
     _: &mut [f32],
 ) {
-    unreachable!("only called when available() is true")
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-pub(crate) fn pack_keys(_: &[f32], _: usize, _: usize, _: usize, _: &mut [f32]) {
-    unreachable!("only called when available() is true")
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-pub(crate) fn pack_values(_: &[f32], _: usize, _: usize, _: usize, _: &mut [f32]) {
-    unreachable!("only called when available() is true")
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-pub(crate) fn packed_keys_len(_: usize, _: usize) -> usize {
-    0
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-pub(crate) fn packed_values_len(_: usize, _: usize) -> usize {
-    0
+    unreachable!("the AVX2 path does not exist on this architecture")
 }

@@ -13,12 +13,15 @@ use candle_core::Tensor;
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
 use super::direct::{self, DirectIo, DirectShape};
+use super::isa::Cpu;
 use super::pointwise::{self, GroupNormParams};
 use super::storage::{
     check_f32, dims, tensor_from_vec, threads, with_f32_slice, KernelError, SharedMut,
 };
 use super::timing::timed;
+#[cfg(target_arch = "x86_64")]
 use super::winograd;
 
 const OP: &str = "conv2d";
@@ -123,18 +126,20 @@ pub struct ConvAdd<'a> {
     pub residual: Option<&'a Tensor>,
 }
 
-/// Which implementation [`conv2d_add`] uses.
+/// Which implementation [`conv2d_add`] uses. The kernels named here run only on the paths that have them
+/// (`isa.rs`): on the others the call falls back as described, which `isa::traced` shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConvAlgorithm {
-    /// The direct AVX-512 kernel (`direct.rs`) when the CPU has AVX-512F and the convolution is stride 1, not 1×1,
-    /// with output rows of at least [`DIRECT_MIN_WIDTH`] pixels; tiled im2col + `gemm` otherwise.
+    /// Stride-1 convolutions other than 1×1: the Winograd kernel (`winograd.rs`, AVX2 and AVX-512 paths) for 3×3,
+    /// padding 1 with output rows of at least [`WINOGRAD_MIN_WIDTH`] pixels, else the direct kernel (`direct.rs`,
+    /// AVX-512 path) with output rows of at least [`DIRECT_MIN_WIDTH`] pixels; tiled im2col + `gemm` otherwise.
     Auto,
     /// Tiled im2col + `gemm` with tiles of this many output pixels.
     Im2col(usize),
-    /// The direct kernel whenever the CPU has AVX-512F and the convolution is stride 1 (any width); for tests.
+    /// The direct kernel for every stride-1 convolution (any width) on the AVX-512 path; for tests.
     Direct,
-    /// The Winograd F(2×2, 3×3) kernel (`winograd.rs`) whenever the CPU has AVX-512F and the convolution is 3×3,
-    /// stride 1, padding 1 (any width); the direct kernel for other stride-1 convolutions; for tests.
+    /// The Winograd kernel for every 3×3, stride-1, padding-1 convolution (any width) on the AVX2 and AVX-512
+    /// paths; the direct kernel for other stride-1 convolutions on the AVX-512 path; for tests.
     Winograd,
 }
 
@@ -193,12 +198,14 @@ pub fn conv2d_norm_add(
         );
     }
     check_f32(OP, input)?;
+    let cpu = Cpu::current();
     let geometry = geometry(input, weight, stride, padding)?;
-    let direct = use_direct(&geometry, algorithm);
-    if let (Some(n), None) = (norm, direct) {
+    let direct = use_direct(&geometry, algorithm, cpu);
+    if let (Some(n), None) = (norm, &direct) {
         let normed = pointwise::group_norm(input, n.params, n.silu)?;
         return conv2d_norm_add(&normed, None, weight, stride, padding, add, algorithm);
     }
+    #[cfg(target_arch = "x86_64")]
     let transform = match norm {
         Some(n) => Some((pointwise::group_norm_affines(input, n.params)?, n.silu)),
         None => None,
@@ -232,6 +239,7 @@ pub fn conv2d_norm_add(
     with_residual(&mut |residual| {
         with_f32_slice(input, |input| {
             with_f32_slice(&weight.weight, |weight| {
+                #[cfg(target_arch = "x86_64")]
                 if let Some((shape, kernel)) = direct {
                     let io = DirectIo {
                         input,
@@ -240,14 +248,14 @@ pub fn conv2d_norm_add(
                         residual,
                         transform: transform.as_ref().map(|(a, silu)| (a.as_slice(), *silu)),
                     };
-                    run_in_place(&shape, kernel, io, &mut out);
+                    run_in_place(cpu, &shape, kernel, io, &mut out);
                     return Ok(());
                 }
                 let init = OutputInit {
                     bias: &bias,
                     residual,
                 };
-                run(&geometry, input, weight, init, &mut out, tile_cols);
+                run(cpu, &geometry, input, weight, init, &mut out, tile_cols);
                 Ok(())
             })
         })
@@ -255,17 +263,23 @@ pub fn conv2d_norm_add(
     tensor_from_vec(out, &out_dims)
 }
 
-/// The stride-1 kernels that work on the image in place (no im2col matrix).
+/// The stride-1 kernels that work on the image in place (no im2col matrix; x86-64 only).
+#[cfg(target_arch = "x86_64")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum InPlaceKernel {
-    /// `direct.rs` (AVX-512F): any kernel size.
+    /// `direct.rs` (AVX-512 path): any kernel size.
     Direct,
-    /// `winograd.rs` (AVX2 + FMA): 3×3, padding 1, 2.25× fewer multiplies.
+    /// `winograd.rs` (AVX2 and AVX-512 paths): 3×3, padding 1, 4× fewer multiplies (F(4×4)).
     Winograd,
 }
 
-/// The in-place kernel's shape and choice when `algorithm` and the CPU allow one for this convolution.
-fn use_direct(g: &Geometry, algorithm: ConvAlgorithm) -> Option<(DirectShape, InPlaceKernel)> {
+/// The in-place kernel's shape and choice when `algorithm` and the path `cpu` allow one for this convolution.
+#[cfg(target_arch = "x86_64")]
+fn use_direct(
+    g: &Geometry,
+    algorithm: ConvAlgorithm,
+    cpu: Cpu,
+) -> Option<(DirectShape, InPlaceKernel)> {
     if g.stride != 1 {
         return None;
     }
@@ -281,19 +295,26 @@ fn use_direct(g: &Geometry, algorithm: ConvAlgorithm) -> Option<(DirectShape, In
         upsample: false,
     };
     let auto_allows = g.ow >= DIRECT_MIN_WIDTH && !g.is_pointwise();
-    choose_kernel(&shape, algorithm, auto_allows).map(|kernel| (shape, kernel))
+    choose_kernel(&shape, algorithm, auto_allows, cpu).map(|kernel| (shape, kernel))
 }
 
-/// Which in-place kernel runs `shape` (stride 1) under `algorithm`; `auto_allows`: whether
+/// No in-place kernel off x86-64.
+#[cfg(not(target_arch = "x86_64"))]
+fn use_direct(_: &Geometry, _: ConvAlgorithm, _: Cpu) -> Option<std::convert::Infallible> {
+    None
+}
+
+/// Which in-place kernel runs `shape` (stride 1) under `algorithm` on path `cpu`; `auto_allows`: whether
 /// [`ConvAlgorithm::Auto`] may use one at all (wide enough rows, not 1×1).
+#[cfg(target_arch = "x86_64")]
 fn choose_kernel(
     shape: &DirectShape,
     algorithm: ConvAlgorithm,
     auto_allows: bool,
+    cpu: Cpu,
 ) -> Option<InPlaceKernel> {
-    let winograd =
-        (winograd::supports(shape) && winograd::available()).then_some(InPlaceKernel::Winograd);
-    let direct = direct::available().then_some(InPlaceKernel::Direct);
+    let winograd = (winograd::supports(shape) && cpu.avx2()).then_some(InPlaceKernel::Winograd);
+    let direct = cpu.avx512().then_some(InPlaceKernel::Direct);
     match algorithm {
         ConvAlgorithm::Im2col(_) => None,
         ConvAlgorithm::Direct => direct,
@@ -305,13 +326,22 @@ fn choose_kernel(
     }
 }
 
-/// Runs a convolution with the in-place kernel chosen by [`choose_kernel`].
-fn run_in_place(shape: &DirectShape, kernel: InPlaceKernel, io: DirectIo, out: &mut [f32]) {
+/// Runs a convolution with the in-place kernel chosen by [`choose_kernel`] for path `cpu`.
+#[cfg(target_arch = "x86_64")]
+fn run_in_place(
+    cpu: Cpu,
+    shape: &DirectShape,
+    kernel: InPlaceKernel,
+    io: DirectIo,
+    out: &mut [f32],
+) {
     match kernel {
-        InPlaceKernel::Winograd => timed("conv winograd", || {
-            winograd::conv2d_winograd(shape, io, out)
+        InPlaceKernel::Winograd => timed("conv winograd", cpu, || {
+            winograd::conv2d_winograd(cpu, shape, io, out)
         }),
-        InPlaceKernel::Direct => timed("conv direct", || direct::conv2d_direct(shape, io, out)),
+        InPlaceKernel::Direct => timed("conv direct", cpu, || {
+            direct::conv2d_direct(cpu, shape, io, out)
+        }),
     }
 }
 
@@ -325,17 +355,30 @@ pub fn conv2d_upsample2x_add(
     add: ConvAdd,
 ) -> candle_core::Result<Tensor> {
     let (_, _, h, w) = input.dims4()?;
-    let fallback = || {
-        let upsampled = input.upsample_nearest2d(2 * h, 2 * w)?;
-        conv2d_add(&upsampled, weight, 1, padding, add, ConvAlgorithm::Auto)
-    };
+    #[cfg(target_arch = "x86_64")]
+    if let Some(out) = upsample2x_in_place(input, weight, padding, add)? {
+        return Ok(out);
+    }
+    let upsampled = input.upsample_nearest2d(2 * h, 2 * w)?;
+    conv2d_add(&upsampled, weight, 1, padding, add, ConvAlgorithm::Auto)
+}
+
+/// [`conv2d_upsample2x_add`] by an in-place kernel reading the input upsampled; `None` when none applies.
+#[cfg(target_arch = "x86_64")]
+fn upsample2x_in_place(
+    input: &Tensor,
+    weight: &PackedConvWeight,
+    padding: usize,
+    add: ConvAdd,
+) -> candle_core::Result<Option<Tensor>> {
     if !input.device().is_cpu()
         || input.dtype() != candle_core::DType::F32
         || add.residual.is_some()
     {
-        return fallback();
+        return Ok(None);
     }
-    let [batch, c_in, _, _] = dims::<4>(OP, input)?;
+    let [batch, c_in, h, w] = dims::<4>(OP, input)?;
+    let cpu = Cpu::current();
     let shape = DirectShape {
         batch,
         c_in,
@@ -350,9 +393,14 @@ pub fn conv2d_upsample2x_add(
     let fits = c_in == weight.in_channels
         && 2 * h + 2 * padding >= shape.kh
         && 2 * w + 2 * padding >= shape.kw;
-    let kernel = choose_kernel(&shape, ConvAlgorithm::Auto, shape.ow() >= DIRECT_MIN_WIDTH);
+    let kernel = choose_kernel(
+        &shape,
+        ConvAlgorithm::Auto,
+        shape.ow() >= DIRECT_MIN_WIDTH,
+        cpu,
+    );
     let Some(kernel) = kernel.filter(|_| fits) else {
-        return fallback();
+        return Ok(None);
     };
     let g = Geometry {
         batch,
@@ -378,11 +426,11 @@ pub fn conv2d_upsample2x_add(
                 residual: None,
                 transform: None,
             };
-            run_in_place(&shape, kernel, io, &mut out);
+            run_in_place(cpu, &shape, kernel, io, &mut out);
             Ok(())
         })
     })?;
-    tensor_from_vec(out, &[batch, g.c_out, g.oh, g.ow])
+    tensor_from_vec(out, &[batch, g.c_out, g.oh, g.ow]).map(Some)
 }
 
 /// Initial value of the output: `bias[image·c_out + co] (+ residual[image, co, pixel])`.
@@ -516,8 +564,10 @@ fn image_channel_bias(g: &Geometry, add: ConvAdd) -> candle_core::Result<Vec<f32
     Ok(per_image)
 }
 
-/// Cuts the output columns into tiles and runs them, in parallel over tiles or inside `gemm`.
+/// Cuts the output columns into tiles and runs them, in parallel over tiles or inside `gemm` (the same code on
+/// every path `cpu`).
 fn run(
+    cpu: Cpu,
     g: &Geometry,
     input: &[f32],
     weight: &[f32],
@@ -525,7 +575,7 @@ fn run(
     out: &mut [f32],
     tile_cols: usize,
 ) {
-    timed("conv im2col", || {
+    timed("conv im2col", cpu, || {
         run_tiles(g, input, weight, init, out, tile_cols)
     })
 }

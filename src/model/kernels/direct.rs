@@ -13,11 +13,10 @@
 //! Work is split over rayon tasks of a few panels of one image (their input rows stay in L2 while every block of
 //! 6 output channels streams over them).
 //!
-//! Only compiled in on x86-64 and only used when the CPU has AVX-512F (checked at run time; otherwise
-//! `conv.rs` keeps its im2col + `gemm` path).
+//! Only compiled in on x86-64 and only used on the AVX-512 path (`isa.rs`; on the others `conv.rs` uses Winograd
+//! or its im2col + `gemm` path).
 
-#[cfg(target_arch = "x86_64")]
-pub(crate) use imp::{available, conv2d_direct, micro_kernel};
+pub(crate) use imp::{conv2d_direct, micro_kernel};
 
 use super::pointwise::Affine;
 
@@ -91,26 +90,21 @@ impl DirectShape {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
 mod imp {
     use std::arch::x86_64::*;
 
     use rayon::prelude::*;
 
     use super::{DirectIo, DirectShape, CO_BLOCK, PANEL};
+    use crate::model::kernels::isa::Cpu;
     use crate::model::kernels::pointwise::Affine;
     use crate::model::kernels::storage::SharedMut;
-
-    /// Whether this CPU can run the direct kernel.
-    pub(crate) fn available() -> bool {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
 
     /// `out[b, co, oy, ox] = Σ w[co, ci, ky, kx]·x[b, ci, oy + ky − pad, ox + kx − pad] + bias[b·c_out + co]
     /// (+ residual[b, co, oy, ox])`, for `out` of `batch·c_out·oh·ow` values, every one of which is written.
     ///
-    /// Callers must check [`available`] first.
-    pub(crate) fn conv2d_direct(s: &DirectShape, io: DirectIo, out: &mut [f32]) {
+    /// Panics unless `cpu` is the AVX-512 path.
+    pub(crate) fn conv2d_direct(cpu: Cpu, s: &DirectShape, io: DirectIo, out: &mut [f32]) {
         let DirectIo {
             input,
             weight,
@@ -118,7 +112,7 @@ mod imp {
             residual,
             transform,
         } = io;
-        assert!(available(), "conv2d_direct needs AVX-512F");
+        assert!(cpu.avx512(), "conv2d_direct needs the AVX-512 path");
         if let Some((affines, _)) = transform {
             assert!(!s.upsample);
             assert_eq!(affines.len(), s.batch * s.c_in);
@@ -138,6 +132,7 @@ mod imp {
         (0..split.tasks(s)).into_par_iter().for_each(|task| {
             let (image, panels, blocks) = split.task(s, task);
             let job = Job {
+                cpu,
                 s,
                 image,
                 input: &input[image * s.c_in * sh * sw..][..s.c_in * sh * sw],
@@ -150,7 +145,7 @@ mod imp {
             BAND.with(|band| {
                 let mut band = band.borrow_mut();
                 let band = job.fill_band(&mut band, panels.clone());
-                // SAFETY: AVX-512F is available (asserted above); tasks write disjoint output pixels.
+                // SAFETY: the CPU runs the AVX-512 path (asserted above); tasks write disjoint output pixels.
                 unsafe { job.run(panels, blocks, band) };
             });
         });
@@ -255,6 +250,7 @@ mod imp {
 
     /// One task: a range of panels of one image, all output channels.
     struct Job<'a> {
+        cpu: Cpu,
         s: &'a DirectShape,
         image: usize,
         /// The image's input, `[c_in, h, w]` (half size when upsampling).
@@ -311,7 +307,7 @@ mod imp {
                             pair.fill(v);
                         }
                     } else if let Some((affines, silu)) = self.transform {
-                        affines[ci].apply(&plane[y * s.w..][..len], dst, silu);
+                        affines[ci].apply(self.cpu, &plane[y * s.w..][..len], dst, silu);
                     } else {
                         dst.copy_from_slice(&plane[y * s.w..][..len]);
                     }
@@ -475,14 +471,4 @@ mod imp {
         }
         *acc_io = acc;
     }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-pub(crate) fn available() -> bool {
-    false
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-pub(crate) fn conv2d_direct(_: &DirectShape, _: DirectIo, _: &mut [f32]) {
-    unreachable!("conv2d_direct is only called when available() is true")
 }

@@ -1,5 +1,6 @@
 //! Fully connected layer `y = x Wᵀ + b (+ residual)` over f32 CPU tensors with one matrix multiply
-//! (`sgemm::matmul`: this crate's AVX2 kernel or the `gemm` crate), plus the GEGLU and 1×1-convolution variants.
+//! (`sgemm::matmul`: this crate's AVX2 kernel on the AVX2 path, the `gemm` crate on the others), plus the GEGLU and
+//! 1×1-convolution variants.
 //!
 //! The output buffer is first filled with `residual + b` (or `b`), then the product is accumulated onto it, so the
 //! bias and a residual connection cost no extra pass over memory and no extra tensor (candle's `Linear` plus
@@ -8,6 +9,7 @@
 use candle_core::Tensor;
 use rayon::prelude::*;
 
+use super::isa::Cpu;
 use super::pointwise::geglu_row;
 use super::sgemm::{self, Operand, PackedB};
 use super::storage::{check_f32, tensor_from_vec, threads, with_f32_slice, KernelError};
@@ -25,10 +27,14 @@ pub fn linear(
     bias: Option<&Tensor>,
     residual: Option<&Tensor>,
 ) -> candle_core::Result<Tensor> {
-    timed("linear", || linear_untimed(x, weight, bias, residual))
+    let cpu = Cpu::current();
+    timed("linear", cpu, || {
+        linear_untimed(cpu, x, weight, bias, residual)
+    })
 }
 
 fn linear_untimed(
+    cpu: Cpu,
     x: &Tensor,
     weight: &Tensor,
     bias: Option<&Tensor>,
@@ -56,7 +62,15 @@ fn linear_untimed(
             let parallel = rows * out_dim * in_dim >= PARALLEL_MIN_MACS;
             // SAFETY: the slices hold rows×in, out×in and rows×out values.
             unsafe {
-                x_times_weight_t((rows, out_dim, in_dim), x, w, &mut out, has_init, parallel)
+                x_times_weight_t(
+                    cpu,
+                    (rows, out_dim, in_dim),
+                    x,
+                    w,
+                    &mut out,
+                    has_init,
+                    parallel,
+                )
             };
             Ok(())
         })
@@ -69,6 +83,7 @@ fn linear_untimed(
 /// # Safety
 /// The slices must hold at least the values named above.
 unsafe fn x_times_weight_t(
+    cpu: Cpu,
     (rows, out_dim, in_dim): (usize, usize, usize),
     x: &[f32],
     w: &[f32],
@@ -77,6 +92,7 @@ unsafe fn x_times_weight_t(
     parallel: bool,
 ) {
     sgemm::matmul(
+        cpu,
         (rows, out_dim, in_dim),
         Operand::rows(x, in_dim),
         Operand::transposed(w, in_dim),
@@ -105,10 +121,14 @@ pub fn linear_geglu(
     weight: &Tensor,
     bias: Option<&Tensor>,
 ) -> candle_core::Result<Tensor> {
-    timed("linear+geglu", || linear_geglu_untimed(x, weight, bias))
+    let cpu = Cpu::current();
+    timed("linear+geglu", cpu, || {
+        linear_geglu_untimed(cpu, x, weight, bias)
+    })
 }
 
 fn linear_geglu_untimed(
+    cpu: Cpu,
     x: &Tensor,
     weight: &Tensor,
     bias: Option<&Tensor>,
@@ -132,8 +152,8 @@ fn linear_geglu_untimed(
         with_f32_slice(weight, |w| {
             // The weight packed once for all row blocks where this crate's GEMM runs.
             // SAFETY: w is projected×in.
-            let packed = sgemm::preferred().then(|| unsafe {
-                PackedB::new(Operand::transposed(w, in_dim), in_dim, projected, true)
+            let packed = sgemm::preferred(cpu).then(|| unsafe {
+                PackedB::new(cpu, Operand::transposed(w, in_dim), in_dim, projected, true)
             });
             out.par_chunks_mut((rows_per_task * inner).max(1))
                 .enumerate()
@@ -151,6 +171,7 @@ fn linear_geglu_untimed(
                                     block_rows, a, packed, c, projected, true, false,
                                 ),
                                 None => sgemm::matmul(
+                                    cpu,
                                     (block_rows, projected, in_dim),
                                     a,
                                     Operand::transposed(w, in_dim),
@@ -161,7 +182,7 @@ fn linear_geglu_untimed(
                                 ),
                             }
                         }
-                        gate_rows(&block, dst, inner);
+                        gate_rows(cpu, &block, dst, inner);
                     });
                 });
             Ok(())
@@ -188,9 +209,9 @@ fn fill_rows(block: &mut Vec<f32>, init: &[f32], rows: usize) {
 }
 
 /// `dst` row by row = `h · gelu(gate)` of the projected rows `[h, gate]` in `block`.
-fn gate_rows(block: &[f32], dst: &mut [f32], inner: usize) {
+fn gate_rows(cpu: Cpu, block: &[f32], dst: &mut [f32], inner: usize) {
     for (row, out) in block.chunks(2 * inner).zip(dst.chunks_mut(inner)) {
-        geglu_row(&row[..inner], &row[inner..], out);
+        geglu_row(cpu, &row[..inner], &row[inner..], out);
     }
 }
 
@@ -265,12 +286,14 @@ pub fn pointwise_conv_to_tokens(
     weight: &Tensor,
     bias: Option<&Tensor>,
 ) -> candle_core::Result<Tensor> {
-    timed("conv 1x1 to tokens", || {
-        pointwise_conv_to_tokens_untimed(x, weight, bias)
+    let cpu = Cpu::current();
+    timed("conv 1x1 to tokens", cpu, || {
+        pointwise_conv_to_tokens_untimed(cpu, x, weight, bias)
     })
 }
 
 fn pointwise_conv_to_tokens_untimed(
+    cpu: Cpu,
     x: &Tensor,
     weight: &Tensor,
     bias: Option<&Tensor>,
@@ -296,6 +319,7 @@ fn pointwise_conv_to_tokens_untimed(
                 // are pixels×out.
                 unsafe {
                     sgemm::matmul(
+                        cpu,
                         (pixels, out_dim, in_dim),
                         Operand::transposed(&x[b * in_dim * pixels..], pixels),
                         Operand::transposed(wt, in_dim),
@@ -321,12 +345,14 @@ pub fn pointwise_conv_from_tokens(
     bias: Option<&Tensor>,
     residual: Option<&Tensor>,
 ) -> candle_core::Result<Tensor> {
-    timed("conv 1x1 from tokens", || {
-        pointwise_conv_from_tokens_untimed(tokens, (h, w), weight, bias, residual)
+    let cpu = Cpu::current();
+    timed("conv 1x1 from tokens", cpu, || {
+        pointwise_conv_from_tokens_untimed(cpu, tokens, (h, w), weight, bias, residual)
     })
 }
 
 fn pointwise_conv_from_tokens_untimed(
+    cpu: Cpu,
     tokens: &Tensor,
     (h, w): (usize, usize),
     weight: &Tensor,
@@ -377,6 +403,7 @@ fn pointwise_conv_from_tokens_untimed(
                 // out×pixels.
                 unsafe {
                     sgemm::matmul(
+                        cpu,
                         (out_dim, pixels, in_dim),
                         Operand::rows(wt, in_dim),
                         Operand::transposed(&t[b * pixels * in_dim..], in_dim),

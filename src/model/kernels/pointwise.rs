@@ -3,11 +3,12 @@
 //!
 //! Each replaces a chain of candle ops that would each allocate a tensor and make a full pass over memory (candle
 //! 0.11.1's GroupNorm alone is 7 passes). Work is split over rayon's global pool; the inner loops are plain
-//! element-wise code compiled for AVX-512 / AVX2+FMA with run-time dispatch (`simd::dispatch!`).
+//! element-wise code compiled for AVX-512 / AVX2+FMA, the copy chosen by the call's path (`simd::dispatch!`).
 
 use candle_core::Tensor;
 use rayon::prelude::*;
 
+use super::isa::Cpu;
 use super::simd::{dispatch, exp2_nonpositive};
 use super::storage::{check_f32, tensor_from_vec, with_f32_slice, with_f32_slice_mut, KernelError};
 use super::timing::timed;
@@ -30,10 +31,14 @@ pub struct GroupNormParams<'a> {
 /// `group_norm(x) · γ + β` (then `silu` when asked) of `x: [N, C, …]`, as `torch.nn.GroupNorm` computes it
 /// (biased variance, statistics in double precision over f32 partial sums).
 pub fn group_norm(x: &Tensor, params: GroupNormParams, silu: bool) -> candle_core::Result<Tensor> {
-    timed("group norm", || group_norm_untimed(x, params, silu))
+    let cpu = Cpu::current();
+    timed("group norm", cpu, || {
+        group_norm_untimed(cpu, x, params, silu)
+    })
 }
 
 fn group_norm_untimed(
+    cpu: Cpu,
     x: &Tensor,
     params: GroupNormParams,
     silu: bool,
@@ -48,9 +53,9 @@ fn group_norm_untimed(
             .enumerate()
             .for_each(|(block, dst)| {
                 let src = &src[block * shape.block_len()..][..shape.block_len()];
-                let stats = block_stats(src, params.eps);
+                let stats = block_stats(cpu, src, params.eps);
                 shape.normalize(block, stats, &gamma, &beta, |range, a| {
-                    affine(&src[range.clone()], &mut dst[range], a, silu)
+                    affine(cpu, &src[range.clone()], &mut dst[range], a, silu)
                 });
             });
         Ok(())
@@ -66,18 +71,21 @@ pub fn group_norm_in_place(
     silu: bool,
 ) -> candle_core::Result<()> {
     const OP: &str = "group_norm_in_place";
+    let cpu = Cpu::current();
     let shape = GroupShape::of(OP, x, &params)?;
     let (gamma, beta) = (vector_values(params.weight)?, vector_values(params.bias)?);
-    with_f32_slice_mut(x, OP, |data| {
-        data.par_chunks_mut(shape.block_len())
-            .enumerate()
-            .for_each(|(block, data)| {
-                let stats = block_stats(data, params.eps);
-                shape.normalize(block, stats, &gamma, &beta, |range, a| {
-                    affine_in_place(&mut data[range], a, silu)
+    timed("group norm in place", cpu, || {
+        with_f32_slice_mut(x, OP, |data| {
+            data.par_chunks_mut(shape.block_len())
+                .enumerate()
+                .for_each(|(block, data)| {
+                    let stats = block_stats(cpu, data, params.eps);
+                    shape.normalize(block, stats, &gamma, &beta, |range, a| {
+                        affine_in_place(cpu, &mut data[range], a, silu)
+                    });
                 });
-            });
-        Ok(())
+            Ok(())
+        })
     })
 }
 
@@ -90,21 +98,24 @@ pub struct Affine {
 }
 
 impl Affine {
-    /// `dst = f(src)` with `f = (x − mean) · scale + shift`, then SiLU when `silu` (vectorised).
-    pub fn apply(&self, src: &[f32], dst: &mut [f32], silu: bool) {
-        affine(src, dst, *self, silu)
+    /// `dst = f(src)` with `f = (x − mean) · scale + shift`, then SiLU when `silu` (vectorised for `cpu`).
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn apply(&self, cpu: Cpu, src: &[f32], dst: &mut [f32], silu: bool) {
+        affine(cpu, src, dst, *self, silu)
     }
 }
 
 /// The GroupNorm of `x: [N, C, …]` resolved to one [`Affine`] per (image, channel), `[N·C]`: the statistics pass
 /// of [`group_norm`] without writing the normalised tensor, for kernels that apply it while reading `x`.
 pub fn group_norm_affines(x: &Tensor, params: GroupNormParams) -> candle_core::Result<Vec<Affine>> {
-    timed("group norm statistics", || {
-        group_norm_affines_untimed(x, params)
+    let cpu = Cpu::current();
+    timed("group norm statistics", cpu, || {
+        group_norm_affines_untimed(cpu, x, params)
     })
 }
 
 fn group_norm_affines_untimed(
+    cpu: Cpu,
     x: &Tensor,
     params: GroupNormParams,
 ) -> candle_core::Result<Vec<Affine>> {
@@ -120,7 +131,7 @@ fn group_norm_affines_untimed(
             .enumerate()
             .for_each(|(block, out)| {
                 let values = &src[block * shape.block_len()..][..shape.block_len()];
-                let stats = block_stats(values, params.eps);
+                let stats = block_stats(cpu, values, params.eps);
                 let mut i = 0;
                 shape.normalize(block, stats, &gamma, &beta, |_, a| {
                     out[i] = a;
@@ -206,10 +217,10 @@ impl GroupShape {
 }
 
 /// Mean and `1/sqrt(var + eps)` of one group (two passes; the second reads the block from cache).
-fn block_stats(block: &[f32], eps: f64) -> (f32, f32) {
+fn block_stats(cpu: Cpu, block: &[f32], eps: f64) -> (f32, f32) {
     let n = block.len().max(1) as f64;
-    let mean = sum(block) / n;
-    let var = centered_sum_of_squares(block, mean as f32) / n;
+    let mean = sum(cpu, block) / n;
+    let var = centered_sum_of_squares(cpu, block, mean as f32) / n;
     (mean as f32, (1.0 / (var + eps).sqrt()) as f32)
 }
 
@@ -220,19 +231,19 @@ fn vector_values(t: &Tensor) -> candle_core::Result<Vec<f32>> {
         .to_vec1::<f32>()
 }
 
-fn affine(src: &[f32], dst: &mut [f32], a: Affine, silu: bool) {
+fn affine(cpu: Cpu, src: &[f32], dst: &mut [f32], a: Affine, silu: bool) {
     if silu {
-        affine_silu_copy(src, dst, a.mean, a.scale, a.shift)
+        affine_silu_copy(cpu, src, dst, a.mean, a.scale, a.shift)
     } else {
-        affine_copy(src, dst, a.mean, a.scale, a.shift)
+        affine_copy(cpu, src, dst, a.mean, a.scale, a.shift)
     }
 }
 
-fn affine_in_place(data: &mut [f32], a: Affine, silu: bool) {
+fn affine_in_place(cpu: Cpu, data: &mut [f32], a: Affine, silu: bool) {
     if silu {
-        affine_silu_inplace(data, a.mean, a.scale, a.shift)
+        affine_silu_inplace(cpu, data, a.mean, a.scale, a.shift)
     } else {
-        affine_inplace(data, a.mean, a.scale, a.shift)
+        affine_inplace(cpu, data, a.mean, a.scale, a.shift)
     }
 }
 
@@ -386,9 +397,14 @@ dispatch!(add_inplace, add_inplace_generic, (dst: &mut [f32], src: &[f32]) -> ()
 
 /// `silu(x)` written over `x` (same ownership rule as [`group_norm_in_place`]).
 pub fn silu_in_place(x: &Tensor) -> candle_core::Result<()> {
+    let cpu = Cpu::current();
+    timed("silu", cpu, || silu_in_place_untimed(cpu, x))
+}
+
+fn silu_in_place_untimed(cpu: Cpu, x: &Tensor) -> candle_core::Result<()> {
     with_f32_slice_mut(x, "silu_in_place", |data| {
         data.par_chunks_mut(ELEMENTS_PER_TASK)
-            .for_each(silu_inplace);
+            .for_each(|chunk| silu_inplace(cpu, chunk));
         Ok(())
     })
 }
@@ -396,19 +412,23 @@ pub fn silu_in_place(x: &Tensor) -> candle_core::Result<()> {
 /// `x · sigmoid(x)` into a new tensor.
 pub fn silu(x: &Tensor) -> candle_core::Result<Tensor> {
     check_f32("silu", x)?;
-    let out = with_f32_slice(x, |src| Ok(src.to_vec()))?;
-    let out = tensor_from_vec(out, x.dims())?;
-    silu_in_place(&out)?;
-    Ok(out)
+    let cpu = Cpu::current();
+    timed("silu", cpu, || {
+        let out = with_f32_slice(x, |src| Ok(src.to_vec()))?;
+        let out = tensor_from_vec(out, x.dims())?;
+        silu_in_place_untimed(cpu, &out)?;
+        Ok(out)
+    })
 }
 
 /// diffusers GEGLU on `projected: [..., 2·inner]`: `hidden · gelu(gate)` with `[hidden, gate]` the two halves of
 /// the last dimension; returns `[..., inner]`.
 pub fn geglu(projected: &Tensor) -> candle_core::Result<Tensor> {
-    timed("geglu", || geglu_untimed(projected))
+    let cpu = Cpu::current();
+    timed("geglu", cpu, || geglu_untimed(cpu, projected))
 }
 
-fn geglu_untimed(projected: &Tensor) -> candle_core::Result<Tensor> {
+fn geglu_untimed(cpu: Cpu, projected: &Tensor) -> candle_core::Result<Tensor> {
     const OP: &str = "geglu";
     check_f32(OP, projected)?;
     let shape = projected.dims();
@@ -430,7 +450,7 @@ fn geglu_untimed(projected: &Tensor) -> candle_core::Result<Tensor> {
             .for_each(|(task, dst)| {
                 for (i, dst_row) in dst.chunks_mut(inner.max(1)).enumerate() {
                     let row = &src[(task * rows_per_task + i) * width..][..width];
-                    geglu_row(&row[..inner], &row[inner..], dst_row);
+                    geglu_row(cpu, &row[..inner], &row[inner..], dst_row);
                 }
             });
         Ok(())
@@ -451,12 +471,15 @@ pub fn add_in_place(dst: &Tensor, src: &Tensor) -> candle_core::Result<()> {
         .into_candle());
     }
     check_f32(OP, src)?;
-    with_f32_slice(src, |src| {
-        with_f32_slice_mut(dst, OP, |data| {
-            data.par_chunks_mut(ELEMENTS_PER_TASK)
-                .zip(src.par_chunks(ELEMENTS_PER_TASK))
-                .for_each(|(d, s)| add_inplace(d, s));
-            Ok(())
+    let cpu = Cpu::current();
+    timed("add in place", cpu, || {
+        with_f32_slice(src, |src| {
+            with_f32_slice_mut(dst, OP, |data| {
+                data.par_chunks_mut(ELEMENTS_PER_TASK)
+                    .zip(src.par_chunks(ELEMENTS_PER_TASK))
+                    .for_each(|(d, s)| add_inplace(cpu, d, s));
+                Ok(())
+            })
         })
     })
 }

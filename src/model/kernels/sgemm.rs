@@ -1,4 +1,5 @@
-//! f32 matrix multiply `C (+)= A·B` for AVX2+FMA CPUs without AVX-512: BLIS-style packing and a 6×16 register tile.
+//! f32 matrix multiply `C (+)= A·B` for the AVX2 path (AVX2+FMA CPUs without AVX-512): BLIS-style packing and a
+//! 6×16 register tile.
 //!
 //! Loops (BLIS order): B is packed once per call into 16-column panels (`[panel][k][16]`, zero-padded); each task
 //! takes a block of at most [`MC`] rows and a range of panels, and for each block of [`KC`] depths packs its rows of A
@@ -9,6 +10,7 @@
 
 use rayon::prelude::*;
 
+use super::isa::{Cpu, Isa};
 use super::storage::threads;
 
 /// Rows of the register tile.
@@ -75,36 +77,14 @@ struct Output {
 unsafe impl Send for Output {}
 unsafe impl Sync for Output {}
 
-/// Whether this CPU runs the kernel (AVX2 and FMA) and it is the best one we have (no AVX-512, where the `gemm`
-/// crate's AVX-512 kernels are used instead).
-pub(crate) fn preferred() -> bool {
-    runnable() && !avx512()
+/// Whether [`matmul`] uses this kernel on path `cpu`: on the AVX2 path only (the AVX-512 path has the `gemm`
+/// crate's AVX-512 kernels, the portable path no SIMD code of this crate).
+pub(crate) fn preferred(cpu: Cpu) -> bool {
+    cpu.isa() == Isa::Avx2
 }
 
-/// Whether this CPU can run the kernel at all (AVX2 and FMA).
-pub(crate) fn runnable() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
-fn avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
-/// B packed into 16-column panels: panel `p` holds `B[k][16p .. 16p + 16]` for every depth `k`, zero-padded.
+/// B packed into 16-column panels: panel `p` holds `B[k][16p .. 16p + 16]` for every depth `k`, zero-padded. Only
+/// made on a path with AVX2 + FMA, so holding one proves the CPU runs the kernel.
 /// The buffer is borrowed from a per-thread pool and given back on drop, so packing a 50 MB weight on every call
 /// costs no page faults (≈ 3 µs per 4 KiB page on the development VM).
 pub(crate) struct PackedB {
@@ -119,11 +99,12 @@ thread_local! {
 }
 
 impl PackedB {
-    /// Packs the `k × n` operand `b`, panels in parallel when `parallel`.
+    /// Packs the `k × n` operand `b`, panels in parallel when `parallel`. Panics unless `cpu` has AVX2 + FMA.
     ///
     /// # Safety
     /// `b` must address `k × n` readable values.
-    pub unsafe fn new(b: Operand, k: usize, n: usize, parallel: bool) -> Self {
+    pub unsafe fn new(cpu: Cpu, b: Operand, k: usize, n: usize, parallel: bool) -> Self {
+        assert!(cpu.avx2(), "sgemm needs the AVX2 or AVX-512 path");
         let panels = n.div_ceil(NR);
         let len = panels * k * NR;
         let mut data = PACKED_B_POOL.with(|pool| std::mem::take(&mut *pool.borrow_mut()));
@@ -219,10 +200,11 @@ thread_local! {
 /// keeps C's values as `init` (else they are overwritten). Runs on rayon's pool when `parallel`.
 ///
 /// # Safety
-/// The operands must address `m × k`, `k × n` and `m × n` valid values; C must not overlap A or B. Only call when
-/// [`runnable`] is true.
+/// The operands must address `m × k`, `k × n` and `m × n` valid values; C must not overlap A or B. Panics unless
+/// `cpu` has AVX2 + FMA.
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn sgemm(
+    cpu: Cpu,
     (m, n, k): (usize, usize, usize),
     a: Operand,
     b: Operand,
@@ -235,11 +217,11 @@ pub(crate) unsafe fn sgemm(
         return;
     }
     let parallel = parallel && threads() > 1;
-    let packed = PackedB::new(b, k, n, parallel);
+    let packed = PackedB::new(cpu, b, k, n, parallel);
     sgemm_packed(m, a, &packed, c, c_row_stride, accumulate, parallel);
 }
 
-/// [`sgemm`] with B already packed.
+/// [`sgemm`] with B already packed (which proves the CPU runs the kernel).
 ///
 /// # Safety
 /// As for [`sgemm`], with `b.k × b.n` for B.
@@ -271,11 +253,13 @@ pub(crate) unsafe fn sgemm_packed(
 }
 
 /// `C (+)= A·B` (C row-major, rows `c_row_stride` apart; `accumulate` keeps C's values) with this module's kernel
-/// where it is the better one ([`preferred`]) and the `gemm` crate elsewhere.
+/// on the path where it is the better one ([`preferred`]) and the `gemm` crate elsewhere.
 ///
 /// # Safety
 /// As for [`sgemm`].
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn matmul(
+    cpu: Cpu,
     (m, n, k): (usize, usize, usize),
     a: Operand,
     b: Operand,
@@ -284,8 +268,8 @@ pub(crate) unsafe fn matmul(
     accumulate: bool,
     parallel: bool,
 ) {
-    if preferred() {
-        sgemm((m, n, k), a, b, c, c_row_stride, accumulate, parallel);
+    if preferred(cpu) {
+        sgemm(cpu, (m, n, k), a, b, c, c_row_stride, accumulate, parallel);
         return;
     }
     let parallelism = if parallel && threads() > 1 {
@@ -622,6 +606,7 @@ mod tests {
         let b_stored = if b_t { transpose(&b, k, n) } else { b.clone() };
         unsafe {
             sgemm(
+                Cpu::for_test(Isa::Avx2),
                 (m, n, k),
                 operand(&a_stored, m, k, a_t),
                 operand(&b_stored, k, n, b_t),
@@ -641,11 +626,8 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(not(loraeval_cpu_avx2), ignore = "this CPU lacks avx2/fma")]
     fn matches_reference_on_odd_shapes() {
-        if !runnable() {
-            eprintln!("skipped: this CPU has no AVX2+FMA");
-            return;
-        }
         for &(m, n, k) in &[
             (1, 1, 1),
             (5, 15, 3),

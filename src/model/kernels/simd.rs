@@ -1,8 +1,9 @@
 //! Vectorised helpers for the online softmax of the attention kernel, on key-major score tiles: column max,
 //! `exp2(x − m)` with column sums, row scaling of a column-major block.
 //!
-//! Written as plain element-wise loops over query rows (contiguous) that LLVM turns into SIMD; each public helper dispatches at
-//! run time to a copy compiled for AVX-512 or AVX2+FMA when the CPU has it (portable code otherwise).
+//! Written as plain element-wise loops over query rows (contiguous) that LLVM turns into SIMD; each helper takes the
+//! call's path (`isa::Cpu`) and runs the copy compiled for AVX-512 or AVX2+FMA on those paths (portable code
+//! otherwise).
 
 /// `2^x` for `x <= 0` (inputs below −126 give 0): rounding split `x = n + f`, `|f| ≤ 1/2`, degree-7 Taylor
 /// polynomial of `e^(f ln 2)` (relative error ≈ 1e-8, below f32 rounding).
@@ -82,7 +83,8 @@ fn scale_rows_generic(columns: &mut [f32], stride: usize, factors: &[f32]) {
 macro_rules! dispatch {
     ($(#[$doc:meta])* $name:ident, $generic:ident, ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
         $(#[$doc])*
-        pub(crate) fn $name($($arg: $ty),*) -> $ret {
+        /// Runs the copy compiled for the path `cpu` names.
+        pub(crate) fn $name(cpu: $crate::model::kernels::isa::Cpu, $($arg: $ty),*) -> $ret {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f")]
@@ -93,15 +95,17 @@ macro_rules! dispatch {
                 unsafe fn avx2($($arg: $ty),*) -> $ret {
                     $generic($($arg),*)
                 }
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the CPU supports the enabled features.
+                if cpu.avx512() {
+                    // SAFETY: a `Cpu` token names only a path the CPU runs.
                     return unsafe { avx512($($arg),*) };
                 }
-                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                if cpu.avx2() {
                     // SAFETY: as above.
                     return unsafe { avx2($($arg),*) };
                 }
             }
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = cpu;
             $generic($($arg),*)
         }
     };
@@ -141,43 +145,45 @@ mod tests {
         assert_eq!(exp2_nonpositive(f32::NEG_INFINITY), 0.0);
     }
 
-    #[test]
-    fn column_helpers_agree_with_scalar_code() {
-        // 3 keys × 37 query rows in a tile whose rows are 40 apart (the last 3 entries of each row are unused).
-        let (keys, rows, stride) = (3, 37, 40);
-        let tile: Vec<f32> = (0..keys * stride)
-            .map(|i| ((i * 7919) % 101) as f32 * 0.1 - 5.0)
-            .collect();
-        let mut m = vec![-1.0f32; rows];
-        column_max(&tile, keys, stride, &mut m);
-        for (r, &mr) in m.iter().enumerate() {
-            let want = (0..keys)
-                .map(|j| tile[j * stride + r])
-                .fold(-1.0f32, f32::max);
-            assert_eq!(mr, want, "row {r}");
-        }
-        let mut probs = tile.clone();
-        let mut sums = vec![1.0f32; rows];
-        column_exp2_sub_sum(&mut probs, keys, stride, &m, &mut sums);
-        for r in 0..rows {
-            let mut want_sum = 1.0f32;
-            for j in 0..keys {
-                let want = (tile[j * stride + r] - m[r]).exp2();
-                let got = probs[j * stride + r];
-                assert!((got - want).abs() <= 1e-6 * want, "{got} vs {want}");
-                want_sum += want;
+    crate::model::kernels::isa::test_each_path!(
+        /// The column helpers on each path agree with scalar code.
+        fn column_helpers_agree_with_scalar_code(cpu) {
+            // 3 keys × 37 query rows in a tile whose rows are 40 apart (the last 3 entries of each row are unused).
+            let (keys, rows, stride) = (3, 37, 40);
+            let tile: Vec<f32> = (0..keys * stride)
+                .map(|i| ((i * 7919) % 101) as f32 * 0.1 - 5.0)
+                .collect();
+            let mut m = vec![-1.0f32; rows];
+            column_max(cpu, &tile, keys, stride, &mut m);
+            for (r, &mr) in m.iter().enumerate() {
+                let want = (0..keys)
+                    .map(|j| tile[j * stride + r])
+                    .fold(-1.0f32, f32::max);
+                assert_eq!(mr, want, "row {r}");
             }
-            assert!((sums[r] - want_sum).abs() <= 1e-5, "row {r}");
+            let mut probs = tile.clone();
+            let mut sums = vec![1.0f32; rows];
+            column_exp2_sub_sum(cpu, &mut probs, keys, stride, &m, &mut sums);
+            for r in 0..rows {
+                let mut want_sum = 1.0f32;
+                for j in 0..keys {
+                    let want = (tile[j * stride + r] - m[r]).exp2();
+                    let got = probs[j * stride + r];
+                    assert!((got - want).abs() <= 1e-6 * want, "{got} vs {want}");
+                    want_sum += want;
+                }
+                assert!((sums[r] - want_sum).abs() <= 1e-5, "row {r}");
+            }
+            assert_eq!(
+                probs[rows..stride],
+                tile[rows..stride],
+                "entries past `rows` untouched"
+            );
+            let mut columns = vec![1.0f32; 2 * stride];
+            let factors: Vec<f32> = (0..rows).map(|r| r as f32).collect();
+            scale_rows(cpu, &mut columns, stride, &factors);
+            assert_eq!(columns[stride + 5], 5.0);
+            assert_eq!(columns[rows], 1.0, "padding rows untouched");
         }
-        assert_eq!(
-            probs[rows..stride],
-            tile[rows..stride],
-            "entries past `rows` untouched"
-        );
-        let mut columns = vec![1.0f32; 2 * stride];
-        let factors: Vec<f32> = (0..rows).map(|r| r as f32).collect();
-        scale_rows(&mut columns, stride, &factors);
-        assert_eq!(columns[stride + 5], 5.0);
-        assert_eq!(columns[rows], 1.0, "padding rows untouched");
-    }
+    );
 }

@@ -92,6 +92,7 @@ impl SharedMut {
     }
 
     /// Wraps the start of a buffer known only by pointer.
+    #[cfg(target_arch = "x86_64")]
     pub(crate) fn new_for(start: *mut f32) -> Self {
         SharedMut(start)
     }

@@ -1,30 +1,22 @@
-//! Optional wall-time totals per kernel (`LORAEVAL_KERNEL_TIMES=1`), for seeing where a model step goes; read
-//! with [`take_kernel_times`] (`examples/kernel_bench.rs --model` prints them). Off: one relaxed load per call.
+//! Every kernel call goes through [`timed`]: it is recorded for `isa::traced` (which kernel ran on which path) and,
+//! with `LORAEVAL_KERNEL_TIMES=1`, its wall time is added to the kernel's total, for seeing where a model step
+//! goes; read with [`take_kernel_times`] (`examples/kernel_bench.rs --model` prints them). Off: one load per call.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// 0: not read yet, 1: off, 2: on.
-static STATE: AtomicU8 = AtomicU8::new(0);
+use super::isa::{record, Cpu};
+use super::settings::settings;
+
 static TOTALS: Mutex<BTreeMap<&'static str, (Duration, u64)>> = Mutex::new(BTreeMap::new());
 
-fn enabled() -> bool {
-    match STATE.load(Ordering::Relaxed) {
-        0 => {
-            let on = std::env::var_os("LORAEVAL_KERNEL_TIMES").is_some_and(|v| v == "1");
-            STATE.store(if on { 2 } else { 1 }, Ordering::Relaxed);
-            on
-        }
-        state => state == 2,
-    }
-}
-
-/// Runs `body`, adding its wall time to `kernel`'s total when timing is on. Callers time only outermost calls
-/// (kernels do not nest), so the totals add up to at most the step's wall time.
-pub(crate) fn timed<T>(kernel: &'static str, body: impl FnOnce() -> T) -> T {
-    if !enabled() {
+/// Runs `body`, the kernel `kernel` on path `cpu`: records the call and, when timing is on, adds its wall time to
+/// `kernel`'s total. Callers time only outermost calls (kernels do not nest), so the totals add up to at most the
+/// step's wall time.
+pub(crate) fn timed<T>(kernel: &'static str, cpu: Cpu, body: impl FnOnce() -> T) -> T {
+    record(kernel, cpu);
+    if !settings().kernel_times {
         return body();
     }
     let start = Instant::now();

@@ -21,12 +21,11 @@
 //!    `U[ξ][k/6][c][6]`), input channels in L1-sized passes;
 //! 3. output transform of `M` into m×m tiles, plus bias / channel shift / residual, masked stores.
 //!
-//! The products run on AVX-512F when the CPU has it (the direct kernel's 64 × 6 micro-kernel) and on AVX2 + FMA
-//! otherwise (16 × 6); the transforms are plain Rust compiled for the same instruction set. Only compiled in on
-//! x86-64 and only used when the CPU has AVX2 and FMA ([`available`]).
+//! The products run on AVX-512F on the AVX-512 path (the direct kernel's 64 × 6 micro-kernel) and on AVX2 + FMA on
+//! the AVX2 path (16 × 6); the transforms are plain Rust compiled for the same instruction set. Only compiled in on
+//! x86-64 and only used on those two paths (`isa.rs`).
 
-#[cfg(target_arch = "x86_64")]
-pub(crate) use imp::{available, conv2d_winograd};
+pub(crate) use imp::conv2d_winograd;
 
 use super::direct::DirectShape;
 
@@ -149,7 +148,6 @@ fn sandwich<const A: usize>(
     u
 }
 
-#[cfg(target_arch = "x86_64")]
 mod imp {
     use std::arch::x86_64::*;
 
@@ -157,6 +155,7 @@ mod imp {
 
     use super::{filter_lanes_f2, filter_lanes_f4, tile_runs, TileRun, LANES, RUN, RUNS_PER_PANEL};
     use crate::model::kernels::direct::{micro_kernel, DirectIo, DirectShape, CO_BLOCK, PANEL};
+    use crate::model::kernels::isa::Cpu;
     use crate::model::kernels::storage::SharedMut;
 
     /// Input channels per pass of the micro-kernel (their `V` rows for one ξ: 64 × 64 floats = 16 KiB, in L1).
@@ -182,11 +181,6 @@ mod imp {
     /// Floats per row of the input-transform scratch (m·16 tiles + 2 columns of overlap used: 34 or 66).
     const ROW: usize = 80;
 
-    /// Whether this CPU can run the Winograd kernel (AVX2 + FMA; AVX-512F is used when present).
-    pub(crate) fn available() -> bool {
-        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
-    }
-
     /// 16 floats on a 64-byte boundary: the element of the scratch buffers, so `M` can be used in place as the
     /// AVX-512 micro-kernel's `[__m512; 24]` accumulators.
     #[derive(Clone, Copy)]
@@ -210,12 +204,12 @@ mod imp {
     }
 
     /// Same contract as `direct::conv2d_direct` for 3×3, padding-1 convolutions (`super::supports`).
-    /// Callers must check [`available`] first. Small images (at most [`SMALL_MAX_PANELS`] panels of 2×2 tiles)
+    /// Panics unless `cpu` has AVX2 + FMA; the products use AVX-512F on the AVX-512 path. Small images (at most [`SMALL_MAX_PANELS`] panels of 2×2 tiles)
     /// take the small-image path (filters transformed on the fly): F(4×4, 3×3) when its tiles fill a run, F(2×2,
     /// 3×3) below; larger images the large path with F(4×4, 3×3).
-    pub(crate) fn conv2d_winograd(s: &DirectShape, io: DirectIo, out: &mut [f32]) {
+    pub(crate) fn conv2d_winograd(cpu: Cpu, s: &DirectShape, io: DirectIo, out: &mut [f32]) {
         assert!(super::supports(s), "conv2d_winograd takes 3×3, padding 1");
-        assert!(available(), "conv2d_winograd needs AVX2 and FMA");
+        assert!(cpu.avx2(), "conv2d_winograd needs the AVX2 or AVX-512 path");
         let (sh, sw) = s.stored_hw();
         assert!(!s.upsample || (s.h.is_multiple_of(2) && s.w.is_multiple_of(2)));
         assert!(!s.upsample || io.transform.is_none());
@@ -229,7 +223,7 @@ mod imp {
         if let Some((affines, _)) = io.transform {
             assert_eq!(affines.len(), s.batch * s.c_in);
         }
-        let job = Job::new(s, io, out);
+        let job = Job::new(cpu, s, io, out);
         let small_runs = tile_runs(s, F2::M);
         if small_runs.len().div_ceil(RUNS_PER_PANEL) <= SMALL_MAX_PANELS {
             // F(4×4) once its tiles fill a run of 16 lanes (16×16 images, batch 2, 1280 channels: 58–64 ms vs
@@ -249,18 +243,15 @@ mod imp {
     /// (tests: the chunking must not change a single bit).
     #[cfg(test)]
     pub(crate) fn conv2d_f4_chunked(
+        cpu: Cpu,
         s: &DirectShape,
         io: DirectIo,
         out: &mut [f32],
         chunk_floats: usize,
     ) {
-        let job = Job::new(s, io, out);
+        assert!(cpu.avx2());
+        let job = Job::new(cpu, s, io, out);
         job.run_large_call::<F4>(chunk_floats);
-    }
-
-    /// Whether to use the AVX-512 micro-kernel.
-    fn avx512() -> bool {
-        is_x86_feature_detected!("avx512f")
     }
 
     /// Floats of transformed filters packed at a time (64 MiB): the output channels are done in chunks of blocks
@@ -357,6 +348,8 @@ mod imp {
     /// One task: a panel of tile runs, a range of output-channel blocks.
     struct Job<'a> {
         s: &'a DirectShape,
+        /// The call's path: AVX2 + FMA, and AVX-512F products when it is the AVX-512 path.
+        cpu: Cpu,
         io: DirectIo<'a>,
         /// Transformed filters of the output-channel blocks `packed_blocks` ([`pack_filters`]).
         filters: &'a [f32],
@@ -366,8 +359,9 @@ mod imp {
 
     impl<'a> Job<'a> {
         /// A call's job before any filters are packed (the large path packs them chunk by chunk).
-        fn new(s: &'a DirectShape, io: DirectIo<'a>, out: &mut [f32]) -> Self {
+        fn new(cpu: Cpu, s: &'a DirectShape, io: DirectIo<'a>, out: &mut [f32]) -> Self {
             Job {
+                cpu,
                 s,
                 io,
                 filters: &[],
@@ -386,7 +380,7 @@ mod imp {
             let v_all = self.fill_all_v::<V>(&panels, &mut buffer);
             let tasks = co_blocks.div_ceil(co_blocks.div_ceil(wanted));
             let per_task = co_blocks.div_ceil(tasks);
-            let avx512 = avx512();
+            let avx512 = self.cpu.avx512();
             (0..tasks).into_par_iter().for_each(|task| {
                 let blocks = task * per_task..((task + 1) * per_task).min(co_blocks);
                 SCRATCH.with(|scratch| {
@@ -448,7 +442,7 @@ mod imp {
             shared: Option<SharedMut>,
             v_len: usize,
         ) {
-            let avx512 = avx512();
+            let avx512 = self.cpu.avx512();
             let chunk = self.packed_blocks.clone();
             (0..panels.len() * parts).into_par_iter().for_each(|task| {
                 let (panel_index, part) = (task / parts, task % parts);
@@ -488,7 +482,7 @@ mod imp {
             let v_len = V::XI * v_plane(s.c_in);
             let v = SharedMut::new_for(scratch(buffer, panels.len() * v_len));
             let chunks = s.c_in.div_ceil(CHANNELS_PER_PASS);
-            let avx512 = avx512();
+            let avx512 = self.cpu.avx512();
             (0..panels.len() * chunks).into_par_iter().for_each(|task| {
                 let (panel, chunk) = (task / chunks, task % chunks);
                 let channels =
@@ -800,7 +794,7 @@ mod imp {
                 } else {
                     let src = &plane[y * s.w + x_start..y * s.w + x_end];
                     match affine {
-                        Some((a, silu)) => a.apply(src, dst, silu),
+                        Some((a, silu)) => a.apply(self.cpu, src, dst, silu),
                         None => dst.copy_from_slice(src),
                     }
                 }
@@ -854,7 +848,7 @@ mod imp {
                 } else {
                     let src = &plane[y * s.w..][..s.w];
                     match affine {
-                        Some((a, silu)) => a.apply(src, dst, silu),
+                        Some((a, silu)) => a.apply(self.cpu, src, dst, silu),
                         None => dst.copy_from_slice(src),
                     }
                 }
@@ -1151,24 +1145,14 @@ mod imp {
     }
 }
 
-#[cfg(not(target_arch = "x86_64"))]
-pub(crate) fn available() -> bool {
-    false
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-pub(crate) fn conv2d_winograd(_: &DirectShape, _: super::direct::DirectIo, _: &mut [f32]) {
-    unreachable!("conv2d_winograd is only called when available() is true")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::kernels::isa::{Cpu, Isa};
 
     /// For each variant, `Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A` with the kernel's own transforms (filters 8 lanes at a time,
     /// patches and outputs 16 lanes at a time, every lane a different filter and patch) equals the 3×3
     /// correlation of the (m+2)×(m+2) patch, computed in f64.
-    #[cfg(target_arch = "x86_64")]
     fn check_transforms<V: imp::Variant>() {
         let (m, a) = (V::M, V::A);
         let value = |i: usize, scale: f64| ((i as f64 * scale).sin() * 1.5) as f32;
@@ -1219,21 +1203,26 @@ mod tests {
     }
 
     #[test]
-    #[cfg(target_arch = "x86_64")]
     fn transforms_compute_a_3x3_correlation() {
         check_transforms::<imp::F2>();
         check_transforms::<imp::F4>();
     }
 
-    /// Filters packed in chunks of 1, 2 or 5 output-channel blocks (with a GroupNorm+SiLU input transform and a
-    /// residual, on runs that span tile rows) give the same bits as all blocks at once.
     #[test]
-    #[cfg(target_arch = "x86_64")]
-    fn filter_chunks_do_not_change_the_result() {
-        if !imp::available() {
-            eprintln!("skipped: no AVX2 + FMA");
-            return;
-        }
+    #[cfg_attr(not(loraeval_cpu_avx2), ignore = "this CPU lacks avx2/fma")]
+    fn filter_chunks_do_not_change_the_result_avx2() {
+        check_filter_chunks(Cpu::for_test(Isa::Avx2));
+    }
+
+    #[test]
+    #[cfg_attr(not(loraeval_cpu_avx512), ignore = "this CPU lacks avx512f")]
+    fn filter_chunks_do_not_change_the_result_avx512() {
+        check_filter_chunks(Cpu::for_test(Isa::Avx512));
+    }
+
+    /// Filters packed in chunks of 1, 2 or 5 output-channel blocks (with a GroupNorm+SiLU input transform and a
+    /// residual, on runs that span tile rows) give the same bits as all blocks at once, on the path of `cpu`.
+    fn check_filter_chunks(cpu: Cpu) {
         let s = DirectShape {
             batch: 2,
             c_in: 20,
@@ -1270,7 +1259,7 @@ mod tests {
         };
         let run = |chunk_floats: usize| {
             let mut out = vec![0f32; residual.len()];
-            imp::conv2d_f4_chunked(&s, io, &mut out, chunk_floats);
+            imp::conv2d_f4_chunked(cpu, &s, io, &mut out, chunk_floats);
             out
         };
         let whole = run(usize::MAX);
