@@ -4,13 +4,19 @@
 //! Each replaces a chain of candle ops that would each allocate a tensor and make a full pass over memory (candle
 //! 0.11.1's GroupNorm alone is 7 passes). Work is split over rayon's global pool; the inner loops are plain
 //! element-wise code compiled for AVX-512 / AVX2+FMA, the copy chosen by the call's path (`simd::dispatch!`).
+//!
+//! The in-place functions write into the storage of the tensor they are given, under candle's storage lock:
+//! every tensor sharing that storage (clones, views) sees the result, as with candle's own `slice_set`. An
+//! operand that shares the written storage is copied first, so no call waits on its own lock.
 
 use candle_core::Tensor;
 use rayon::prelude::*;
 
 use super::isa::Cpu;
 use super::simd::{dispatch, exp2_nonpositive};
-use super::storage::{check_f32, tensor_from_vec, with_f32_slice, with_f32_slice_mut, KernelError};
+use super::storage::{
+    check_f32, same_storage, tensor_from_vec, with_f32_slice, with_f32_slice_mut, KernelError,
+};
 use super::timing::timed;
 
 /// Elements per rayon task for the purely element-wise kernels (small enough to balance 2 threads, large enough
@@ -63,8 +69,9 @@ fn group_norm_untimed(
     tensor_from_vec(out, x.dims())
 }
 
-/// [`group_norm`] written over `x` itself. `x` must be a contiguous CPU tensor that no one else reads afterwards
-/// (every handle to its storage sees the change).
+/// [`group_norm`] written over `x` itself, a contiguous CPU tensor: every tensor sharing its storage sees the
+/// change, so callers use it on tensors they have just created and hold the only handle to. The parameters are
+/// read before `x` is written, so they may share its storage.
 pub fn group_norm_in_place(
     x: &Tensor,
     params: GroupNormParams,
@@ -460,7 +467,9 @@ fn geglu_untimed(cpu: Cpu, projected: &Tensor) -> candle_core::Result<Tensor> {
     tensor_from_vec(out, &out_shape)
 }
 
-/// `dst += src` in place (same shapes; `dst` follows the ownership rule of [`group_norm_in_place`]).
+/// `dst += src` (same shapes), written into `dst`'s storage: every tensor sharing it (clones and views of `dst`)
+/// sees the sum. `src` may share that storage, or be `dst` itself: it is then copied first, so
+/// `add_in_place(&t, &t)` doubles `t`.
 pub fn add_in_place(dst: &Tensor, src: &Tensor) -> candle_core::Result<()> {
     const OP: &str = "add_in_place";
     if dst.dims() != src.dims() {
@@ -471,9 +480,17 @@ pub fn add_in_place(dst: &Tensor, src: &Tensor) -> candle_core::Result<()> {
         .into_candle());
     }
     check_f32(OP, src)?;
+    check_f32(OP, dst)?;
+    // Reading `src` holds its storage's read lock while `dst`'s write lock is taken: the same lock when they share
+    // a storage, which would wait forever.
+    let src = if same_storage(dst, src) {
+        src.copy()?
+    } else {
+        src.clone()
+    };
     let cpu = Cpu::current();
     timed("add in place", cpu, || {
-        with_f32_slice(src, |src| {
+        with_f32_slice(&src, |src| {
             with_f32_slice_mut(dst, OP, |data| {
                 data.par_chunks_mut(ELEMENTS_PER_TASK)
                     .zip(src.par_chunks(ELEMENTS_PER_TASK))

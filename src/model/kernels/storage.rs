@@ -103,8 +103,28 @@ impl SharedMut {
     }
 }
 
+/// Whether two CPU tensors use one storage (one is a clone or a view of the other, or they are the same tensor).
+/// Each storage lock is taken and released in turn, never both at once.
+pub(crate) fn same_storage(a: &Tensor, b: &Tensor) -> bool {
+    let start = |t: &Tensor| -> Option<usize> {
+        let (storage, _) = t.storage_and_layout();
+        match &*storage {
+            Storage::Cpu(cpu) => cpu
+                .as_slice::<f32>()
+                .ok()
+                .map(|data| data.as_ptr() as usize),
+            _ => None,
+        }
+    };
+    match (start(a), start(b)) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
+}
+
 /// Runs `body` on the f32 data of a contiguous CPU tensor, **in place**: every tensor sharing the storage sees
-/// the change, so callers use it only on tensors they have just created and hold the only handle to.
+/// the change, so callers use it only on tensors they have just created and hold the only handle to. `body` runs
+/// under the storage's write lock: it must not read any tensor sharing that storage.
 pub(crate) fn with_f32_slice_mut(
     tensor: &Tensor,
     op: &'static str,
