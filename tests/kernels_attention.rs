@@ -1,9 +1,15 @@
-//! Parity of `model::kernels::attention::scaled_dot_product_attention` with softmax(q·kᵀ/√d)·v computed in f64.
+//! Parity of `model::kernels::attention::scaled_dot_product_attention` with softmax(q·kᵀ/√d)·v computed in f64,
+//! on every instruction-set path of the kernels (`kernels_support`), checking that the kernel ran on it.
+
+#[macro_use]
+mod kernels_support;
 
 use candle_core::{DType, Device, Tensor, D};
+use kernels_support::{kernels_on, on_path};
 use loraeval::model::kernels::attention::{
     scaled_dot_product_attention, scaled_dot_product_attention_with_blocks,
 };
+use loraeval::model::kernels::isa::Isa;
 
 /// Deterministic values in [-amplitude, amplitude) from a linear congruential generator.
 fn pseudo_random(shape: &[usize], seed: u64, amplitude: f32) -> Tensor {
@@ -77,28 +83,35 @@ fn check(case: usize, blocks: Option<(usize, usize)>) -> f32 {
     relative_error(&got, &reference(&q, &k, &v))
 }
 
-#[test]
-fn attention_matches_f64_softmax_reference() {
-    for case in 0..CASES.len() {
-        let err = check(case, None);
-        eprintln!("case {case}: relative error {err:.2e}");
-        assert!(err <= 1e-5, "case {case}: relative error {err}");
-    }
+/// `check` of `case` on `path`, asserting that the call was one attention kernel run on it.
+fn check_on(path: Isa, case: usize, blocks: Option<(usize, usize)>) -> f32 {
+    let (err, runs) = on_path(path, || check(case, blocks));
+    assert_eq!(kernels_on(&runs, path), ["attention"]);
+    err
 }
 
-#[test]
-fn attention_matches_reference_for_small_blocks() {
+fn attention_matches_f64_softmax_reference(path: Isa) {
+    for case in 0..CASES.len() {
+        let err = check_on(path, case, None);
+        eprintln!("{path} case {case}: relative error {err:.2e}");
+        assert!(err <= 1e-5, "{path} case {case}: relative error {err}");
+    }
+}
+path_tests!(attention_matches_f64_softmax_reference: portable, avx2, avx512);
+
+fn attention_matches_reference_for_small_blocks(path: Isa) {
     // Key blocks of 7 and 32 force many online-softmax rescales; query blocks of 1 and 5 split rows unevenly.
     for (bq, bk) in [(1, 7), (5, 32), (64, 1)] {
         for case in 0..CASES.len() {
-            let err = check(case, Some((bq, bk)));
+            let err = check_on(path, case, Some((bq, bk)));
             assert!(
                 err <= 1e-5,
-                "case {case}, blocks {bq}x{bk}: relative error {err}"
+                "{path} case {case}, blocks {bq}x{bk}: relative error {err}"
             );
         }
     }
 }
+path_tests!(attention_matches_reference_for_small_blocks: portable, avx2, avx512);
 
 #[test]
 fn attention_rejects_mismatched_shapes() {

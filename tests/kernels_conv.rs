@@ -1,9 +1,15 @@
-//! Parity of `model::kernels::conv::conv2d` with candle's own conv2d (+ bias) on awkward shapes.
+//! Parity of `model::kernels::conv::conv2d` with candle's own conv2d (+ bias) on awkward shapes, on every
+//! instruction-set path of the kernels (`kernels_support`), checking which kernel ran.
+
+#[macro_use]
+mod kernels_support;
 
 use candle_core::{Device, Tensor};
+use kernels_support::{conv_kernels, kernels_on, on_path};
 use loraeval::model::kernels::conv::{
     conv2d, conv2d_add, conv2d_with_tile, ConvAdd, ConvAlgorithm, PackedConvWeight,
 };
+use loraeval::model::kernels::isa::{self, Isa};
 
 /// Deterministic values in [-1, 1) from a linear congruential generator.
 fn pseudo_random(shape: &[usize], seed: u64) -> Tensor {
@@ -180,14 +186,64 @@ fn check_case(case: &Case, seed: u64, tile: Option<usize>) -> f32 {
     relative_error(&got, &want)
 }
 
-#[test]
-fn conv2d_matches_candle_on_odd_shapes() {
-    for (i, case) in CASES.iter().enumerate() {
-        let err = check_case(case, 10 * i as u64, None);
-        eprintln!("case {i}: relative error {err:.2e}");
-        assert!(err <= 1e-5, "case {i}: relative error {err}");
+/// The automatic choice on `path`: within 1e-5 of candle, each call one convolution kernel of the path.
+fn conv2d_matches_candle_on_odd_shapes(path: Isa) {
+    let cases: Vec<&Case> = CASES.iter().collect();
+    let ((), runs) = on_path(path, || {
+        for (i, case) in cases.iter().enumerate() {
+            let err = check_case(case, 10 * i as u64, None);
+            eprintln!("{path} case {i}: relative error {err:.2e}");
+            assert!(err <= 1e-5, "{path} case {i}: relative error {err}");
+        }
+    });
+    let kernels = kernels_on(&runs, path);
+    assert_eq!(kernels.len(), cases.len(), "{kernels:?}");
+    for kernel in &kernels {
+        assert!(conv_kernels(path).contains(kernel), "{kernel} on {path}");
     }
 }
+path_tests!(conv2d_matches_candle_on_odd_shapes: portable, avx2, avx512);
+
+/// Which kernel [`ConvAlgorithm::Auto`] takes on `path`, for shapes each of which one kernel should get: 3×3
+/// padding 1 on wide rows (Winograd with SIMD), 5×5 on rows of 40 (direct on AVX-512), 3×3 on rows of 8, 1×1 and
+/// stride 2 (im2col everywhere).
+fn auto_picks_the_kernel_of_the_path(path: Isa) {
+    let simd = path != Isa::Portable;
+    let avx512 = path == Isa::Avx512;
+    let pick = |simd_kernel: bool, kernel: &'static str| {
+        if simd_kernel {
+            kernel
+        } else {
+            "conv im2col"
+        }
+    };
+    // (batch, c_in, c_out, h, w, kernel, stride, padding, expected kernel)
+    let cases = [
+        (1, 8, 12, 6, 40, 3, 1, 1, pick(simd, "conv winograd")),
+        (2, 5, 7, 9, 40, 5, 1, 2, pick(avx512, "conv direct")),
+        (2, 6, 5, 8, 8, 3, 1, 1, "conv im2col"),
+        (1, 9, 4, 6, 40, 1, 1, 0, "conv im2col"),
+        (1, 4, 6, 12, 40, 3, 2, 1, "conv im2col"),
+    ];
+    for (i, &(batch, c_in, c_out, h, w, kernel, stride, padding, want)) in cases.iter().enumerate()
+    {
+        let case = Case {
+            batch,
+            c_in,
+            c_out,
+            h,
+            w,
+            kernel,
+            stride,
+            padding,
+            bias: true,
+        };
+        let (err, runs) = on_path(path, || check_case(&case, 900 + i as u64, None));
+        assert!(err <= 1e-5, "{path} case {i}: relative error {err}");
+        assert_eq!(kernels_on(&runs, path), [want], "{path} case {i}");
+    }
+}
+path_tests!(auto_picks_the_kernel_of_the_path: portable, avx2, avx512);
 
 /// Stride-1 cases for the direct and Winograd kernels beyond `CASES`: a 5×5 kernel with padding 2, a wide image
 /// whose rows span several 64-pixel panels, and for Winograd odd heights/widths (partial 2×2 tiles), a row of
@@ -274,8 +330,14 @@ const STRIDE_1_EXTRA: &[Case] = &[
     },
 ];
 
-fn check_stride_1_kernel(algorithm: ConvAlgorithm, seed: u64) {
-    // AVX-512 CPUs only; elsewhere `Direct`/`Winograd` fall back to im2col.
+/// `algorithm` on the stride-1 cases on `path`, with a residual: within 1e-5 of candle; returns the kernel each
+/// case ran and whether it is 3×3 with padding 1 (what Winograd takes).
+fn check_stride_1_kernel(
+    path: Isa,
+    algorithm: ConvAlgorithm,
+    seed: u64,
+) -> Vec<(&'static str, bool)> {
+    let mut kernels = Vec::new();
     for (i, case) in CASES.iter().chain(STRIDE_1_EXTRA).enumerate() {
         if case.stride != 1 {
             continue;
@@ -292,32 +354,78 @@ fn check_stride_1_kernel(algorithm: ConvAlgorithm, seed: u64) {
             ..ConvAdd::default()
         };
         let packed = PackedConvWeight::new(&w).unwrap();
-        let got = conv2d_add(&x, &packed, 1, case.padding, add, algorithm).unwrap();
+        let (got, runs) = on_path(path, || {
+            conv2d_add(&x, &packed, 1, case.padding, add, algorithm).unwrap()
+        });
         let err = relative_error(&got, &(want + &residual).unwrap());
-        eprintln!("{algorithm:?} case {i}: relative error {err:.2e}");
-        assert!(err <= 1e-5, "{algorithm:?} case {i}: relative error {err}");
+        eprintln!("{path} {algorithm:?} case {i}: relative error {err:.2e}");
+        assert!(
+            err <= 1e-5,
+            "{path} {algorithm:?} case {i}: relative error {err}"
+        );
+        let ran = kernels_on(&runs, path);
+        assert_eq!(ran.len(), 1, "{path} case {i}: {ran:?}");
+        kernels.push((ran[0], case.kernel == 3 && case.padding == 1));
+    }
+    kernels
+}
+
+/// The direct kernel (AVX-512 path only), forced on every stride-1 case.
+fn direct_kernel_matches_candle_on_odd_shapes(path: Isa) {
+    for (kernel, _) in check_stride_1_kernel(path, ConvAlgorithm::Direct, 300) {
+        assert_eq!(kernel, "conv direct");
     }
 }
+path_tests!(direct_kernel_matches_candle_on_odd_shapes: avx512);
 
-#[test]
-fn direct_kernel_matches_candle_on_odd_shapes() {
-    check_stride_1_kernel(ConvAlgorithm::Direct, 300);
+/// The Winograd kernel (AVX2 and AVX-512 paths), forced: every 3×3 padding-1 case; the others go to the direct
+/// kernel on AVX-512 and to im2col on AVX2.
+fn winograd_kernel_matches_candle_on_odd_shapes(path: Isa) {
+    for (kernel, winograd) in check_stride_1_kernel(path, ConvAlgorithm::Winograd, 700) {
+        let want = match (winograd, path) {
+            (true, _) => "conv winograd",
+            (false, Isa::Avx512) => "conv direct",
+            (false, _) => "conv im2col",
+        };
+        assert_eq!(kernel, want);
+    }
 }
+path_tests!(winograd_kernel_matches_candle_on_odd_shapes: avx2, avx512);
 
-#[test]
-fn winograd_kernel_matches_candle_on_odd_shapes() {
-    check_stride_1_kernel(ConvAlgorithm::Winograd, 700);
+/// On paths without them, forcing the direct or Winograd kernel computes the same convolution with what the path
+/// has (Winograd on AVX2 for 3×3 padding 1, im2col otherwise).
+fn forced_kernels_fall_back_on_paths_without_them(path: Isa) {
+    for (kernel, winograd) in check_stride_1_kernel(path, ConvAlgorithm::Direct, 1300) {
+        assert_eq!(kernel, "conv im2col", "3x3 padding 1: {winograd}");
+    }
+    for (kernel, winograd) in check_stride_1_kernel(path, ConvAlgorithm::Winograd, 1700) {
+        let want = if winograd && path == Isa::Avx2 {
+            "conv winograd"
+        } else {
+            "conv im2col"
+        };
+        assert_eq!(kernel, want);
+    }
 }
+path_tests!(forced_kernels_fall_back_on_paths_without_them: portable, avx2);
 
 #[test]
 fn conv2d_matches_candle_for_every_tiling() {
-    // Tiles of 1, 7 and 40 pixels split images mid-row; 500 groups several small images into one tile.
-    for tile in [1, 7, 40, 500] {
-        for (i, case) in CASES.iter().enumerate() {
-            let err = check_case(case, 100 + i as u64, Some(tile));
-            assert!(err <= 1e-5, "case {i}, tile {tile}: relative error {err}");
+    // Tiles of 1, 7 and 40 pixels split images mid-row; 500 groups several small images into one tile. The im2col
+    // code is the same on every path (its products are the `gemm` crate's).
+    let ((), runs) = isa::traced(|| {
+        for tile in [1, 7, 40, 500] {
+            for (i, case) in CASES.iter().enumerate() {
+                let err = check_case(case, 100 + i as u64, Some(tile));
+                assert!(err <= 1e-5, "case {i}, tile {tile}: relative error {err}");
+            }
         }
-    }
+    });
+    assert_eq!(runs.len(), 4 * CASES.len());
+    assert!(
+        runs.iter().all(|run| run.kernel == "conv im2col"),
+        "{runs:?}"
+    );
 }
 
 #[test]
