@@ -12,6 +12,7 @@
 //! * [`run`]: the run folder (`cells/`, `grid.json`, `grid.png`), resume, failures.
 //! * [`manifest`]: `grid.json`: axes, cells, controls, grids.
 //! * [`spec`]: YAML grid specs and prompt sets.
+//! * [`import`]: a run folder from images the webui rendered (`loraeval import`).
 //!
 //! The stage never renders by itself: [`run::execute`] takes a render callback.
 
@@ -19,6 +20,7 @@ pub mod axes;
 pub mod draw;
 pub mod epochs;
 mod font;
+pub mod import;
 pub mod lora_tag;
 pub mod manifest;
 pub mod plan;
