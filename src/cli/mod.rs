@@ -8,6 +8,7 @@ mod decide;
 mod faces;
 mod generate;
 mod grid;
+mod import;
 mod inspect;
 mod pick;
 mod progress;
@@ -56,6 +57,9 @@ enum Command {
     Train(Box<train::TrainArgs>),
     /// Face-centred square crops of raw photos for a kohya folder (image/NN_name), caption stubs, QA list.
     Prepare(train::PrepareArgs),
+    /// Make a run folder from images the webui already rendered (A1111 infotext, ComfyUI LoRA loader graphs),
+    /// for score, pick and report.
+    Import(import::ImportArgs),
 }
 
 /// Entry point of the binary: parses arguments, runs the command, prints errors with their causes.
@@ -71,6 +75,7 @@ pub fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args).map(|()| ExitCode::SUCCESS),
         Command::Pick(args) => pick::run(args),
         Command::Report(args) => pick::run_report(args),
+        Command::Import(args) => import::run(args),
         Command::Plan(args) => train::run_plan(args).map(|()| ExitCode::SUCCESS),
         Command::Train(args) => train::run_train(*args).map(|()| ExitCode::SUCCESS),
         Command::Prepare(args) => train::run_prepare(args).map(|()| ExitCode::SUCCESS),
