@@ -138,7 +138,7 @@ impl fmt::Display for SkipReason {
             SkipReason::BadInfotext(e) => write!(f, "its parameters text is not A1111's infotext: {e}"),
             SkipReason::Comfy(e) => write!(f, "a ComfyUI image whose graph could not be read: {e}"),
             SkipReason::SeveralTags(names) => write!(f, "its prompt names several files of the run ({}); an image must use one", names.join(", ")),
-            SkipReason::Fixed { field, found, expected, others } => write!(f, "{field} {found}, not {expected} as the {others} images imported: images of another base model, size or VAE are not comparable"),
+            SkipReason::Fixed { field, found, expected, others } => write!(f, "{field} {found}, not {expected} like the other {others} images: images of another base model, size or VAE are not comparable"),
             SkipReason::LoraHash { name, found, expected, file: Some(file) } => write!(f, "its Lora hashes gives {name} as {found}, but {} hashes to {expected}: it was made with another file of that name", file.display()),
             SkipReason::LoraHash { name, found, expected, file: None } => write!(f, "its Lora hashes gives {name} as {found}, the other images of {name} say {expected}: another file of that name"),
             SkipReason::NoMatchingLevel => write!(f, "no LoRA tag, and no LoRA image has its settings (prompt, negative prompt, steps, sampler, CFG, …), so it is no control of this grid"),
