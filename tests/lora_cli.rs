@@ -76,6 +76,8 @@ fn lora_flag_and_prompt_tag_render_the_reference() {
             "7",
             "--sampler",
             "euler",
+            "--rng",
+            "cpu",
             "--width",
             "128",
             "--height",
