@@ -261,11 +261,11 @@ fn per_image_loras_in_one_batch_match_single_renders() {
 
 /// The public fixture's kohya LoRA at 0.6 (`../shared/fixtures/sd15-tiny`), through a file and through a tag.
 #[test]
+#[ignore = "needs LORAEVAL_SHARED_FIXTURES=<shared>/fixtures/sd15-tiny (outside the repo)"]
 fn shared_fixture_lora_matches_when_available() {
-    let Some(folder) = std::env::var_os("LORAEVAL_SHARED_FIXTURES").map(PathBuf::from) else {
-        eprintln!("skipped: set LORAEVAL_SHARED_FIXTURES=<shared>/fixtures/sd15-tiny to check the shared LoRA render");
-        return;
-    };
+    let folder = std::env::var_os("LORAEVAL_SHARED_FIXTURES")
+        .map(PathBuf::from)
+        .expect("set LORAEVAL_SHARED_FIXTURES=<shared>/fixtures/sd15-tiny");
     let text = std::fs::read_to_string(folder.join("cases.json")).expect("shared cases.json");
     let cases: Vec<serde_json::Value> = serde_json::from_str(&text).expect("json");
     let library = LoraLibrary::scan(&folder).expect("scan");

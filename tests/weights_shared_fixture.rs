@@ -9,19 +9,16 @@ use candle_core::Device;
 use loraeval::model::config::{ClipConfig, UNetConfig, VaeConfig};
 use loraeval::weights::{Checkpoint, Component, Layout};
 
-fn shared_fixture() -> Option<PathBuf> {
-    match std::env::var_os("LORAEVAL_SHARED_FIXTURES") {
-        Some(dir) => Some(PathBuf::from(dir)),
-        None => {
-            eprintln!("skipped: set LORAEVAL_SHARED_FIXTURES to the sd15-tiny folder");
-            None
-        }
-    }
+fn shared_fixture() -> PathBuf {
+    std::env::var_os("LORAEVAL_SHARED_FIXTURES")
+        .map(PathBuf::from)
+        .expect("set LORAEVAL_SHARED_FIXTURES to the sd15-tiny folder")
 }
 
 #[test]
+#[ignore = "needs LORAEVAL_SHARED_FIXTURES=<shared>/fixtures/sd15-tiny (outside the repo)"]
 fn shared_tiny_layouts_serve_identical_tensors() {
-    let Some(dir) = shared_fixture() else { return };
+    let dir = shared_fixture();
     let single = Checkpoint::open(&dir.join("tiny-sd15.safetensors")).unwrap();
     let folder = Checkpoint::open(&dir.join("diffusers")).unwrap();
     assert_eq!(single.layout(), Layout::SingleFile);
